@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from mediacore import __version__
+from mediacore.config import ConfigError, load_config
 
 EXIT_NOT_BUILT = 3
 
@@ -84,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_config(path: str) -> int:
+    """Validate a config the way ``serve`` would, before any socket opens."""
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    listen = ", ".join(str(address) for address in config.sip.listen)
+    print(f"{path}: ok ({len(config.numbers)} numbers; listening on {listen}; "
+          f"CDRs to {'Redis and ' if config.redis else ''}the journal in {config.storage.dir})")
+    return 0
+
+
 def _not_built(what: str) -> int:
     print(f"mediacore: {what} is not built yet in this version ({__version__})", file=sys.stderr)
     return EXIT_NOT_BUILT
@@ -98,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _not_built("the server (`mediacore serve`)")
     if args.command == "check-config":
-        return _not_built("config validation (`mediacore check-config`)")
+        return check_config(args.file)
     if args.command == "cdr":
         return _not_built(f"`mediacore cdr {args.cdr_command}`")
     if args.command == "retention":

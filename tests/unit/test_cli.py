@@ -26,7 +26,7 @@ def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.mark.parametrize(
     "argv",
-    [["serve"], ["check-config", "x.toml"], ["cdr", "list"], ["retention", "sweep"]],
+    [["serve"], ["cdr", "list"], ["retention", "sweep"]],
 )
 def test_unbuilt_commands_say_so(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == EXIT_NOT_BUILT
@@ -40,3 +40,21 @@ def test_python_dash_m_is_the_same_program() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("mediacore ")
+
+
+def test_check_config_accepts_the_bundled_example(capsys: pytest.CaptureFixture[str]) -> None:
+    from mediacore.config import example_config_path
+
+    assert main(["check-config", str(example_config_path())]) == 0
+    assert ": ok (1 numbers" in capsys.readouterr().out
+
+
+def test_check_config_names_file_and_key(
+    tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"  # type: ignore[operator]
+    bad.write_text('[rtp]\ninactivity_timeout = "soon"\n')
+    assert main(["check-config", str(bad)]) == 1
+    assert f"{bad}: rtp.inactivity_timeout: expected an integer or a number, got str" in (
+        capsys.readouterr().err
+    )

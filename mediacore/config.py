@@ -1,0 +1,469 @@
+"""Load and validate the TOML config into frozen dataclasses.
+
+The whole file is checked before anything opens a socket, and every problem
+is reported at once, each naming the file and the dotted key
+(``number[2].ring_timeout``), because an operator fixing a config at 3 a.m.
+should not have to restart the server once per typo.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+TRANSPORTS = ("udp", "tcp")
+STARTTLS_MODES = ("opportunistic", "required", "off")
+
+
+class ConfigError(Exception):
+    """Everything wrong with one config file, one ``file: key: problem`` per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {problem}" for problem in problems))
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SipTimers:
+    """RFC 3261 timer bases in seconds (section 17.1.1.1 and table 4)."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+@dataclass(frozen=True)
+class SipLimits:
+    """Bounds on what one peer can make us parse or hold."""
+
+    max_message_size: int = 65536
+    max_headers: int = 256
+    max_line_length: int = 8192
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    listen: tuple[ListenAddress, ...] = (
+        ListenAddress("udp", "127.0.0.1", 5060),
+        ListenAddress("tcp", "127.0.0.1", 5060),
+    )
+    advertised_address: str = "127.0.0.1"
+    trusted_sources: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
+    timers: SipTimers = field(default_factory=SipTimers)
+    limits: SipLimits = field(default_factory=SipLimits)
+    tcp_idle_timeout: float = 300.0
+
+    def is_trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_sources)
+
+
+@dataclass(frozen=True)
+class RtpConfig:
+    address: str = "127.0.0.1"
+    port_range: tuple[int, int] = (20000, 29999)
+    inactivity_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    dir: Path = Path("var")
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str
+    prefix: str = "mediacore"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: str = "opportunistic"
+    sender: str = "voicemail@localhost"
+
+
+@dataclass(frozen=True)
+class NumberConfig:
+    number: str
+    owner: str
+    targets: tuple[str, ...]
+    ring_timeout: float = 20.0
+    record: bool = False
+    retention_days: int = 30
+    announcement: str | None = None
+    voicemail_email: str | None = None
+    max_duration: float = 7200.0
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    sip: SipConfig = field(default_factory=SipConfig)
+    rtp: RtpConfig = field(default_factory=RtpConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    redis: RedisConfig | None = None
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    numbers: tuple[NumberConfig, ...] = ()
+
+    def number(self, dialled: str) -> NumberConfig | None:
+        return next((n for n in self.numbers if n.number == dialled), None)
+
+
+class _Reader:
+    """Walks the parsed TOML, recording problems instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self._path: list[str] = []
+
+    @contextmanager
+    def at(self, key: str) -> Iterator[None]:
+        self._path.append(key)
+        try:
+            yield
+        finally:
+            self._path.pop()
+
+    def key(self, name: str | None = None) -> str:
+        parts = [*self._path, name] if name else self._path
+        return ".".join(parts).replace(".[", "[")
+
+    def problem(self, name: str | None, message: str) -> None:
+        self.problems.append(f"{self.key(name)}: {message}")
+
+    def unknown_keys(self, table: dict[str, Any], known: set[str]) -> None:
+        for name in sorted(set(table) - known):
+            self.problem(name, "unknown key")
+
+    def value(
+        self,
+        table: dict[str, Any],
+        name: str,
+        kind: type | tuple[type, ...],
+        default: T,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        if name not in table:
+            return default
+        raw = table[name]
+        if isinstance(raw, bool) and kind is not bool and bool not in _as_tuple(kind):
+            self.problem(name, f"expected {_kind_name(kind)}, got a boolean")
+            return default
+        if not isinstance(raw, kind):
+            self.problem(name, f"expected {_kind_name(kind)}, got {type(raw).__name__}")
+            return default
+        if check is not None and (message := check(raw)) is not None:
+            self.problem(name, message)
+            return default
+        return raw
+
+    def table(self, document: dict[str, Any], name: str) -> dict[str, Any]:
+        raw = document.get(name, {})
+        if not isinstance(raw, dict):
+            self.problem(name, "expected a table")
+            return {}
+        return raw
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be a port number from 1 to 65535"
+
+
+def _ip_address(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IP address"
+    return None
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """``udp:127.0.0.1:5060`` or ``tcp:[::1]:5060`` into its parts."""
+    transport, _, rest = text.partition(":")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)} in {text!r}")
+    if rest.startswith("["):
+        host, _, port_text = rest[1:].partition("]:")
+    else:
+        host, _, port_text = rest.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ValueError(f"expected TRANSPORT:HOST:PORT, got {text!r}")
+    if (problem := _ip_address(host)) is not None:
+        raise ValueError(problem)
+    port = int(port_text)
+    if (problem := _port(port)) is not None:
+        raise ValueError(f"{text!r}: port {problem}")
+    return ListenAddress(transport, host, port)
+
+
+def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
+    default = SipConfig()
+    with r.at("sip"):
+        r.unknown_keys(table, {"listen", "advertised_address", "trusted_sources", "t1", "t2",
+                               "t4", "max_message_size", "max_headers", "max_line_length",
+                               "tcp_idle_timeout"})
+        listen: list[ListenAddress] = []
+        for index, item in enumerate(r.value(table, "listen", list, [])):
+            with r.at(f"listen[{index}]"):
+                if not isinstance(item, str):
+                    r.problem(None, "expected a string like 'udp:127.0.0.1:5060'")
+                    continue
+                try:
+                    listen.append(parse_listen(item))
+                except ValueError as error:
+                    r.problem(None, str(error))
+        if table.get("listen") == []:
+            r.problem("listen", "must name at least one address")
+        networks: list[Network] = []
+        for index, item in enumerate(r.value(table, "trusted_sources", list, [])):
+            with r.at(f"trusted_sources[{index}]"):
+                try:
+                    networks.append(ipaddress.ip_network(str(item), strict=False))
+                except ValueError:
+                    r.problem(None, f"{item!r} is not an address or network (CIDR)")
+        timers = SipTimers(
+            t1=float(r.value(table, "t1", (int, float), default.timers.t1, _positive)),
+            t2=float(r.value(table, "t2", (int, float), default.timers.t2, _positive)),
+            t4=float(r.value(table, "t4", (int, float), default.timers.t4, _positive)),
+        )
+        if timers.t2 < timers.t1:
+            r.problem("t2", "must not be smaller than t1")
+        limits = SipLimits(
+            max_message_size=r.value(table, "max_message_size", int,
+                                     default.limits.max_message_size, _positive),
+            max_headers=r.value(table, "max_headers", int, default.limits.max_headers,
+                                _positive),
+            max_line_length=r.value(table, "max_line_length", int,
+                                    default.limits.max_line_length, _positive),
+        )
+        return SipConfig(
+            listen=tuple(listen) if "listen" in table else default.listen,
+            advertised_address=r.value(table, "advertised_address", str,
+                                       default.advertised_address, _ip_address),
+            trusted_sources=tuple(networks) if "trusted_sources" in table
+            else default.trusted_sources,
+            timers=timers,
+            limits=limits,
+            tcp_idle_timeout=float(r.value(table, "tcp_idle_timeout", (int, float),
+                                           default.tcp_idle_timeout, _positive)),
+        )
+
+
+def _read_rtp(r: _Reader, table: dict[str, Any]) -> RtpConfig:
+    default = RtpConfig()
+    with r.at("rtp"):
+        r.unknown_keys(table, {"address", "port_range", "inactivity_timeout"})
+        port_range = default.port_range
+        raw = r.value(table, "port_range", list, None)
+        if raw is not None:
+            if (len(raw) != 2 or not all(isinstance(p, int) and not isinstance(p, bool)
+                                         for p in raw)):
+                r.problem("port_range", "expected two integers [first, last]")
+            elif not (1024 <= raw[0] < raw[1] <= 65535):
+                r.problem("port_range", "expected 1024 <= first < last <= 65535")
+            elif raw[1] - raw[0] < 3:
+                r.problem("port_range", "must hold at least two RTP/RTCP port pairs")
+            else:
+                port_range = (raw[0], raw[1])
+        return RtpConfig(
+            address=r.value(table, "address", str, default.address, _ip_address),
+            port_range=port_range,
+            inactivity_timeout=float(r.value(table, "inactivity_timeout", (int, float),
+                                             default.inactivity_timeout, _positive)),
+        )
+
+
+def _read_redis(r: _Reader, document: dict[str, Any]) -> RedisConfig | None:
+    if "redis" not in document:
+        return None
+    table = r.table(document, "redis")
+    with r.at("redis"):
+        r.unknown_keys(table, {"url", "prefix"})
+
+        def url_check(value: str) -> str | None:
+            schemes = ("redis://", "rediss://", "unix://")
+            return None if value.startswith(schemes) else "must start with redis://, " \
+                "rediss:// or unix://"
+
+        url = r.value(table, "url", str, None, url_check)
+        if "url" not in table:
+            r.problem("url", "is required when [redis] is present (remove [redis] to keep "
+                      "CDRs in the local journal only)")
+        prefix = r.value(table, "prefix", str, "mediacore",
+                         lambda v: None if v and ":" not in v else "must be non-empty, no ':'")
+        return RedisConfig(url=url, prefix=prefix) if url else None
+
+
+def _read_smtp(r: _Reader, table: dict[str, Any]) -> SmtpConfig:
+    default = SmtpConfig()
+    with r.at("smtp"):
+        r.unknown_keys(table, {"host", "port", "starttls", "sender"})
+        return SmtpConfig(
+            host=r.value(table, "host", str, default.host),
+            port=r.value(table, "port", int, default.port, _port),
+            starttls=r.value(table, "starttls", str, default.starttls,
+                             lambda v: None if v in STARTTLS_MODES
+                             else f"must be one of {', '.join(STARTTLS_MODES)}"),
+            sender=r.value(table, "sender", str, default.sender,
+                           lambda v: None if "@" in v else "must be an e-mail address"),
+        )
+
+
+NUMBER_KEYS = {"number", "owner", "targets", "ring_timeout", "record", "retention_days",
+               "announcement", "voicemail_email", "max_duration"}
+
+
+def _read_number(r: _Reader, table: Any, index: int) -> NumberConfig | None:
+    with r.at(f"number[{index}]"):
+        if not isinstance(table, dict):
+            r.problem(None, "expected a table")
+            return None
+        r.unknown_keys(table, NUMBER_KEYS)
+        for required in ("number", "owner"):
+            if required not in table:
+                r.problem(required, "is required")
+        number = r.value(table, "number", str, "",
+                         lambda v: None if v.lstrip("+").isdigit()
+                         else "must be digits with an optional leading '+'")
+        targets = r.value(table, "targets", list, [])
+        for position, target in enumerate(targets):
+            if not isinstance(target, str) or not target.startswith(("sip:", "sips:")):
+                with r.at(f"targets[{position}]"):
+                    r.problem(None, "must be a SIP URI (sip:... or sips:...)")
+        voicemail = r.value(table, "voicemail_email", str, None,
+                            lambda v: None if "@" in v else "must be an e-mail address")
+        if not targets and voicemail is None and "targets" in table:
+            r.problem("targets", "is empty and there is no voicemail_email: calls would "
+                      "have nowhere to go")
+        announcement = r.value(table, "announcement", str, None,
+                               lambda v: None if v and "/" not in v and not v.startswith(".")
+                               else "must be a prompt name, not a path")
+        return NumberConfig(
+            number=number,
+            owner=r.value(table, "owner", str, ""),
+            targets=tuple(t for t in targets if isinstance(t, str)),
+            ring_timeout=float(r.value(table, "ring_timeout", (int, float), 20.0, _positive)),
+            record=r.value(table, "record", bool, False),
+            retention_days=r.value(table, "retention_days", int, 30,
+                                   lambda v: None if v >= 0 else "must not be negative"),
+            announcement=announcement,
+            voicemail_email=voicemail,
+            max_duration=float(r.value(table, "max_duration", (int, float), 7200.0,
+                                       _positive)),
+        )
+
+
+def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = None) -> Config:
+    """Validate an already-parsed TOML document; ``source`` names it in errors.
+
+    Relative paths (``storage.dir``) are taken relative to ``base_dir``, the
+    directory of the config file, so a config means the same thing whatever
+    the working directory of the process that loads it.
+    """
+    r = _Reader()
+    r.unknown_keys(document, {"sip", "rtp", "storage", "redis", "smtp", "number"})
+    sip = _read_sip(r, r.table(document, "sip"))
+    rtp = _read_rtp(r, r.table(document, "rtp"))
+    storage_table = r.table(document, "storage")
+    with r.at("storage"):
+        r.unknown_keys(storage_table, {"dir"})
+        storage_dir = Path(r.value(storage_table, "dir", str, "var"))
+    if not storage_dir.is_absolute() and base_dir is not None:
+        storage_dir = base_dir / storage_dir
+    redis = _read_redis(r, document)
+    smtp = _read_smtp(r, r.table(document, "smtp"))
+    raw_numbers = document.get("number", [])
+    numbers: list[NumberConfig] = []
+    if not isinstance(raw_numbers, list):
+        r.problem("number", "expected an array of tables ([[number]])")
+        raw_numbers = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_numbers):
+        parsed = _read_number(r, raw, index)
+        if parsed is None:
+            continue
+        if parsed.number in seen and parsed.number:
+            with r.at(f"number[{index}]"):
+                r.problem("number", f"{parsed.number} is already defined in "
+                          f"number[{seen[parsed.number]}]")
+        seen.setdefault(parsed.number, index)
+        numbers.append(parsed)
+    if r.problems:
+        raise ConfigError(source, r.problems)
+    return Config(
+        source=source,
+        sip=sip,
+        rtp=rtp,
+        storage=StorageConfig(dir=storage_dir),
+        redis=redis,
+        smtp=smtp,
+        numbers=tuple(numbers),
+    )
+
+
+def load_config(path: str | Path, base_dir: Path | None = None) -> Config:
+    """Read and validate one TOML file; raises ConfigError naming the file.
+
+    Relative paths in it are taken relative to the file's directory unless
+    ``base_dir`` says otherwise (the bundled example uses the working dir).
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read: {error.strerror}"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), [f"not valid TOML: {error}"]) from None
+    return parse_config(document, str(path), base_dir=base_dir or path.resolve().parent)
+
+
+EXAMPLE_CONFIG = "example.toml"
+
+
+def example_config_path() -> Path:
+    """The config bundled with the package: 127.0.0.1, journal only, no Redis."""
+    return Path(str(resources.files("mediacore") / "data" / EXAMPLE_CONFIG))

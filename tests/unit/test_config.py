@@ -1,0 +1,139 @@
+"""Config validation: every problem reported at once, naming file and key."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mediacore.config import (
+    ConfigError,
+    ListenAddress,
+    example_config_path,
+    load_config,
+    parse_config,
+    parse_listen,
+)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as error:
+        parse_config(tomllib.loads(text), "test.toml")
+    assert str(error.value).startswith("test.toml: ")
+    return error.value.problems
+
+
+def test_empty_document_is_the_embedded_defaults() -> None:
+    config = parse_config({}, "empty.toml")
+    assert config.sip.listen == (
+        ListenAddress("udp", "127.0.0.1", 5060), ListenAddress("tcp", "127.0.0.1", 5060)
+    )
+    assert config.redis is None
+    assert config.sip.timers.t1 == 0.5
+    assert config.numbers == ()
+
+
+def test_bundled_example_is_valid_and_records() -> None:
+    config = load_config(example_config_path())
+    number = config.number("+31900123456")
+    assert number is not None
+    assert number.record and number.announcement == "recording-notice"
+    assert config.redis is None  # the embedded defaults need no Redis
+
+
+def test_relative_storage_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "m.toml"
+    path.parent.mkdir()
+    path.write_text('[storage]\ndir = "data"\n')
+    assert load_config(path).storage.dir == tmp_path / "conf" / "data"
+    assert load_config(path, base_dir=tmp_path).storage.dir == tmp_path / "data"
+
+
+def test_all_problems_are_reported_together() -> None:
+    found = problems(
+        """
+        [sip]
+        listen = ["udp:1.2.3:5060", "sctp:127.0.0.1:5060"]
+        t1 = -1
+        colour = "blue"
+        [rtp]
+        port_range = [30000, 20000]
+        [[number]]
+        owner = "acme"
+        targets = ["tel:+3120"]
+        ring_timeout = true
+        """
+    )
+    assert found == [
+        "sip.colour: unknown key",
+        "sip.listen[0]: '1.2.3' is not an IP address",
+        "sip.listen[1]: transport must be one of udp, tcp in 'sctp:127.0.0.1:5060'",
+        "sip.t1: must be greater than 0",
+        "rtp.port_range: expected 1024 <= first < last <= 65535",
+        "number[0].number: is required",
+        "number[0].targets[0]: must be a SIP URI (sip:... or sips:...)",
+        "number[0].ring_timeout: expected an integer or a number, got a boolean",
+    ]
+
+
+def test_duplicate_numbers_are_refused() -> None:
+    assert problems(
+        """
+        [[number]]
+        number = "+3190011"
+        owner = "a"
+        targets = ["sip:a@127.0.0.1"]
+        [[number]]
+        number = "+3190011"
+        owner = "b"
+        targets = ["sip:b@127.0.0.1"]
+        """
+    ) == ["number[1].number: +3190011 is already defined in number[0]"]
+
+
+def test_redis_section_needs_a_url() -> None:
+    assert problems("[redis]\nprefix = 'x'\n") == [
+        "redis.url: is required when [redis] is present (remove [redis] to keep CDRs in "
+        "the local journal only)"
+    ]
+
+
+def test_trusted_sources_accept_hosts_and_networks() -> None:
+    config = parse_config(
+        tomllib.loads('[sip]\ntrusted_sources = ["10.1.2.3", "192.0.2.0/24", "::1"]\n'),
+        "t.toml",
+    )
+    assert config.sip.trusted_sources[0] == ipaddress.ip_network("10.1.2.3/32")
+    assert config.sip.is_trusted("192.0.2.77")
+    assert config.sip.is_trusted("::1")
+    assert not config.sip.is_trusted("127.0.0.1")
+    assert not config.sip.is_trusted("not-an-address")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("udp:127.0.0.1:5060", ListenAddress("udp", "127.0.0.1", 5060)),
+        ("tcp:[::1]:5080", ListenAddress("tcp", "::1", 5080)),
+    ],
+)
+def test_parse_listen(text: str, expected: ListenAddress) -> None:
+    assert parse_listen(text) == expected
+    assert parse_listen(str(expected)) == expected
+
+
+@pytest.mark.parametrize("text", ["udp:127.0.0.1", "udp:127.0.0.1:0", "udp:host:5060", "x"])
+def test_parse_listen_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen(text)
+
+
+def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[sip\n")
+    with pytest.raises(ConfigError, match=r"broken.toml: not valid TOML"):
+        load_config(broken)
