@@ -1,0 +1,335 @@
+"""UDP and TCP transports for SIP on asyncio (uvloop at run time).
+
+This is the thin edge of the sans-IO SIP core: it moves bytes and nothing
+else. Datagrams and framed stream messages go to one ``on_message`` callback
+with the peer they came from; whatever the core wants sent comes back through
+:meth:`SipTransports.send`. Parsing, transactions and policy live above.
+
+Streams are framed by Content-Length (RFC 3261 section 18.3): the head ends
+at the first empty line and the body is exactly Content-Length bytes. A
+stream message without Content-Length cannot be framed, so the connection is
+answered (by the core, through ``on_stream_error``) and closed. Double-CRLF
+keepalives (RFC 5626 section 3.5.1) get a single CRLF back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from mediacore.config import ListenAddress
+
+log = logging.getLogger("mediacore.sip.transport")
+
+UDP = "udp"
+TCP = "tcp"
+
+#: The largest datagram we read; RFC 3261 18.1.1 keeps us under 1300 for our
+#: own requests, but a peer may send up to the UDP maximum.
+MAX_DATAGRAM = 65535
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The other end of one message: where it came from or where it goes."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+class FramingError(Exception):
+    """A stream that cannot be cut into messages; the connection must close.
+
+    ``status`` and ``reason`` say what to answer, when the head is readable
+    enough to answer at all (``head`` holds it).
+    """
+
+    def __init__(self, status: int, reason: str, head: bytes = b"") -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.head = head
+
+
+def _content_length(head: bytes) -> int | None:
+    """The Content-Length (or compact ``l``) value of a message head, if any.
+
+    Only the one header framing needs is read here; a full parse follows
+    once the message is cut. Folded continuation lines are joined first.
+    """
+    value: bytes | None = None
+    for line in head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ").split(b"\r\n")[1:]:
+        name, colon, rest = line.partition(b":")
+        if not colon:
+            continue
+        name = name.strip().lower()
+        if name in (b"content-length", b"l"):
+            if value is not None and value.strip() != rest.strip():
+                raise FramingError(400, "Conflicting Content-Length headers", head)
+            value = rest
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit():
+        raise FramingError(400, "Malformed Content-Length", head)
+    return int(text)
+
+
+def frame_length(buffer: bytes | bytearray, max_size: int) -> int | None:
+    """The length of the first complete message in ``buffer``, or None for "need more".
+
+    ``buffer`` must not start with CRLF (keepalives are stripped before).
+    Raises FramingError when the stream cannot be framed or a message would
+    exceed ``max_size``: a peer must not make us buffer without bound.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > max_size:
+            raise FramingError(413, "Message Too Large")
+        return None
+    head = bytes(buffer[:end])
+    length = _content_length(head)
+    if length is None:
+        raise FramingError(400, "Missing Content-Length on a stream transport", head)
+    total = end + 4 + length
+    if total > max_size:
+        raise FramingError(413, "Message Too Large", head)
+    return total if len(buffer) >= total else None
+
+
+MessageHandler = Callable[[bytes, Peer], None]
+StreamErrorHandler = Callable[[FramingError, Peer], None]
+
+
+class _UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransports, local: ListenAddress) -> None:
+        self.owner = owner
+        self.local = local
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # A bare CRLF datagram is a keepalive (RFC 5626 4.4.1); nothing to parse.
+        if not data.strip(b"\r\n"):
+            return
+        self.owner.deliver(data, Peer(UDP, addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: UDP has no connection to fail,
+        # and the transaction layer's timers deal with the silence.
+        log.debug("udp %s: %s", self.local, exc)
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One TCP connection, accepted or opened by us, reused in both directions."""
+
+    def __init__(self, owner: SipTransports) -> None:
+        self.owner = owner
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Peer | None = None
+        self.last_activity = time.monotonic()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = Peer(TCP, host, port)
+        self.owner.connections[(host, port)] = self
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.transport is not None
+        self.last_activity = time.monotonic()
+        self.buffer += data
+        limit = self.owner.max_message_size
+        while self.buffer:
+            keepalive = self._strip_leading_crlf()
+            if keepalive:
+                self.transport.write(b"\r\n")
+            if not self.buffer:
+                return
+            try:
+                length = frame_length(self.buffer, limit)
+            except FramingError as error:
+                log.warning("tcp %s: %s; closing the connection", self.peer, error)
+                self.owner.on_stream_error(error, self.peer)
+                self.transport.close()
+                self.buffer.clear()
+                return
+            if length is None:
+                return
+            message = bytes(self.buffer[:length])
+            del self.buffer[:length]
+            self.owner.deliver(message, self.peer)
+
+    def _strip_leading_crlf(self) -> bool:
+        """Drop CRLFs before a message; True when they made a double-CRLF ping."""
+        stripped = 0
+        while self.buffer[stripped:stripped + 2] == b"\r\n":
+            stripped += 2
+        if stripped:
+            del self.buffer[:stripped]
+        return stripped >= 4
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            key = (self.peer.host, self.peer.port)
+            if self.owner.connections.get(key) is self:
+                del self.owner.connections[key]
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.last_activity = time.monotonic()
+        self.transport.write(data)
+
+
+class SipTransports:
+    """All listening sockets and TCP connections of one server.
+
+    ``on_message`` gets every message's bytes with its peer;
+    ``on_stream_error`` gets the framing errors of TCP peers (the core may
+    answer them, the connection closes either way).
+    """
+
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        on_stream_error: StreamErrorHandler | None = None,
+        *,
+        max_message_size: int = 65536,
+        tcp_idle_timeout: float = 300.0,
+    ) -> None:
+        self.on_message = on_message
+        self.on_stream_error = on_stream_error or (lambda error, peer: None)
+        self.max_message_size = max_message_size
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.udp: dict[ListenAddress, _UdpListener] = {}
+        self.tcp_servers: dict[ListenAddress, asyncio.Server] = {}
+        self.connections: dict[tuple[str, int], _TcpConnection] = {}
+        self._idle_task: asyncio.Task[None] | None = None
+
+    def deliver(self, data: bytes, peer: Peer) -> None:
+        try:
+            self.on_message(data, peer)
+        except Exception:
+            # One message must never take a listener down with it.
+            log.exception("message from %s could not be handled", peer)
+
+    async def listen(self, addresses: Iterable[ListenAddress]) -> None:
+        """Open every listener, or none: a failure closes those already open."""
+        loop = asyncio.get_running_loop()
+        try:
+            for address in addresses:
+                if address.transport == UDP:
+                    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+                    _, protocol = await loop.create_datagram_endpoint(
+                        lambda a=address: _UdpListener(self, a),
+                        local_addr=(address.host, address.port),
+                        family=family,
+                    )
+                    self.udp[address] = protocol
+                else:
+                    self.tcp_servers[address] = await loop.create_server(
+                        lambda: _TcpConnection(self), address.host, address.port,
+                    )
+                log.info("listening on %s", address)
+        except OSError:
+            await self.close()
+            raise
+        if self.tcp_servers and self._idle_task is None:
+            self._idle_task = loop.create_task(self._close_idle_connections())
+
+    def bound(self, transport: str) -> list[ListenAddress]:
+        """The addresses actually bound (port 0 in config becomes the real port)."""
+        result = []
+        if transport == UDP:
+            for listener in self.udp.values():
+                if listener.transport is not None:
+                    host, port = listener.transport.get_extra_info("sockname")[:2]
+                    result.append(ListenAddress(UDP, host, port))
+        else:
+            for server in self.tcp_servers.values():
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    result.append(ListenAddress(TCP, host, port))
+        return result
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        """Send now over UDP or an open TCP connection; else open one and send."""
+        if peer.transport == UDP:
+            listener = self._udp_for(peer.host)
+            if listener is None or listener.transport is None:
+                log.warning("no UDP listener to send to %s from", peer)
+                return
+            listener.transport.sendto(data, (peer.host, peer.port))
+            return
+        connection = self.connections.get((peer.host, peer.port))
+        if connection is not None and connection.transport is not None:
+            connection.write(data)
+            return
+        asyncio.get_running_loop().create_task(self._connect_and_send(data, peer))
+
+    def _udp_for(self, host: str) -> _UdpListener | None:
+        want_v6 = ":" in host
+        for address, listener in self.udp.items():
+            if (":" in address.host) == want_v6:
+                return listener
+        return None
+
+    async def _connect_and_send(self, data: bytes, peer: Peer) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(lambda: _TcpConnection(self), peer.host, peer.port),
+                timeout=10,
+            )
+        except (OSError, TimeoutError) as error:
+            # The transaction layer times out the request; say why in the log.
+            log.warning("tcp connect to %s failed: %s", peer, error)
+            return
+        connection.write(data)
+
+    async def _close_idle_connections(self) -> None:
+        interval = min(self.tcp_idle_timeout / 2, 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for connection in list(self.connections.values()):
+                if now - connection.last_activity > self.tcp_idle_timeout:
+                    log.info("tcp %s idle for %.0fs; closing", connection.peer,
+                             now - connection.last_activity)
+                    if connection.transport is not None:
+                        connection.transport.close()
+
+    async def close(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._idle_task
+            self._idle_task = None
+        for listener in self.udp.values():
+            if listener.transport is not None:
+                listener.transport.close()
+        for server in self.tcp_servers.values():
+            server.close()
+        for connection in list(self.connections.values()):
+            if connection.transport is not None:
+                connection.transport.close()
+        for server in self.tcp_servers.values():
+            await server.wait_closed()
+        self.udp.clear()
+        self.tcp_servers.clear()
