@@ -13,7 +13,7 @@ table compares them under the same machine load:
 (the path is needed: pyproject's testpaths only covers tests/). Every
 contender's output is checked against audioop once before it is timed, so
 nothing is timed on output it got wrong. ``extra_info["bytes"]`` is the input
-size per call, for MB/s. Results and the machine: benchmarks/results-codecs.md.
+size per call, for MB/s. Results and the machine: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ top 13 bits for A-law (audioop shifts right by 2 and by 3 before it encodes,
 rounding towards minus infinity), so the tables have 16,384 and 8,192 one-byte
 entries. 24 KiB for both laws stays in L1 cache next to the data stream; a full
 65,536-entry table (64 KiB per law, no shift) measured no faster per packet and
-10-15% slower on 1 MiB of noise (benchmarks/results-codecs.md).
+10-15% slower on 1 MiB of noise (benchmarks/RESULTS.md).
 
 Byte order. PCM is 16-bit signed little-endian, as in WAV and as audioop
 produces on the machines we run on. The kernels never load or store a native
@@ -191,7 +191,7 @@ _build_tables()
 # On a little-endian host (x86_64, arm64) the loops handle 4 samples per step
 # with one 8-byte load or store instead of 4 small ones: per call, measured
 # 1.1-1.3x faster for decode and 1.3-1.4x for encode and stereo decode than
-# one sample per step, at packet size and at 1 MiB (benchmarks/results-codecs.md).
+# one sample per step, at packet size and at 1 MiB (benchmarks/RESULTS.md).
 # The one-sample loop is the portable definition; it finishes the last 0-3
 # samples of every call, so the tests exercise it, and it does all the work on
 # a big-endian host.

@@ -50,16 +50,41 @@ def test_sipp_caller_completes_a_call_against_sipp_callee(sipp_binary: str) -> N
     """A bounded call between SIPp's built-in uac and uas proves SIPp runs here."""
     port = free_port(kind=socket.SOCK_DGRAM)
     callee = subprocess.Popen(
-        [sipp_binary, "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-m", "1",
-         "-nostdin", "-timeout", "20s"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        [
+            sipp_binary,
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20s",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
     caller_port = free_port(kind=socket.SOCK_DGRAM)
     try:
         caller = run_sipp(
             sipp_binary,
-            ["-sn", "uac", "-i", "127.0.0.1", "-p", str(caller_port), "-m", "1",
-             "-d", "100", f"127.0.0.1:{port}"],
+            [
+                "-sn",
+                "uac",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(caller_port),
+                "-m",
+                "1",
+                "-d",
+                "100",
+                f"127.0.0.1:{port}",
+            ],
             timeout=20,
         )
         assert caller.returncode == 0, caller.stdout + caller.stderr
