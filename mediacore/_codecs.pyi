@@ -15,7 +15,7 @@ top 13 bits for A-law (audioop shifts right by 2 and by 3 before it encodes,
 rounding towards minus infinity), so the tables have 16,384 and 8,192 one-byte
 entries. 24 KiB for both laws stays in L1 cache next to the data stream; a full
 65,536-entry table (64 KiB per law, no shift) measured no faster per packet and
-10-15% slower on 1 MiB of noise (benchmarks/results-codecs.md).
+10-15% slower on 1 MiB of noise (benchmarks/RESULTS.md).
 
 Byte order. PCM is 16-bit signed little-endian, as in WAV and as audioop
 produces on the machines we run on. The kernels never load or store a native
