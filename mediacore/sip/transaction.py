@@ -291,6 +291,8 @@ class ServerTransaction(Transaction):
     last_response: sip.Response | None = None
     interval: float = 0.0
     acked: bool = False
+    #: Our To tag for this request's responses, chosen once (8.2.6.2).
+    local_tag: str | None = None
 
     def _resend_last(self) -> list[Action]:
         if self.last_response is None:

@@ -1,0 +1,319 @@
+"""The SIP endpoint: parser, transactions and the UAS core rules, still sans-IO.
+
+Bytes and a peer come in with the time; what goes out is a list of
+:class:`Transmit` (bytes for a peer) and events for the transaction user
+(the B2BUA): :class:`RequestReceived`, :class:`ResponseReceived`,
+:class:`TransactionTimedOut`. The asyncio edge (``mediacore.app``) only
+moves bytes and calls :meth:`SipEndpoint.handle_timer` at
+:meth:`SipEndpoint.next_deadline`.
+
+What is settled here so the TU never sees it (RFC 3261 8.2, 16.3, 18):
+
+* malformed requests get 400 (or the parser's status) statelessly, when the
+  message says where to send it; malformed responses are dropped;
+* every answer of :func:`~mediacore.sip.message.check_request` (405/501,
+  416, 420, 415, 406, 483 for INVITEs we would forward), and 403 for an
+  INVITE from outside ``trusted_sources``, logged with its source;
+* OPTIONS is answered 200 here: carriers use it as a keepalive and it must
+  not depend on anything above;
+* a new INVITE gets 100 Trying at once, so the carrier stops retransmitting;
+* RFC 3581: ``received`` and ``rport`` are stamped on the top Via of every
+  request, and responses go back to where the request came from.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from mediacore.config import SipConfig
+from mediacore.sip import message as sip
+from mediacore.sip.dialog import new_tag
+from mediacore.sip.headers import Via, parse_via
+from mediacore.sip.transaction import (
+    Action,
+    ClientTransaction,
+    Deliver,
+    Send,
+    ServerInviteTransaction,
+    ServerTransaction,
+    Timeout,
+    Transaction,
+    TransactionLayer,
+)
+from mediacore.sip.transport import TCP, UDP, Peer
+from mediacore.sip.uri import split_list
+
+log = logging.getLogger("mediacore.sip")
+
+#: What the B2BUA implements; others known to SIP get 405, unknown ones 501.
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE")
+#: Extensions we support (RFC 4028 session timers); a Require of others is 420.
+SUPPORTED = ("timer",)
+ACCEPTED_BODIES = ("application/sdp", "multipart/mixed")
+DEFAULT_SIP_PORT = 5060
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Bytes to put on the wire to ``peer``."""
+
+    data: bytes
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A request for the TU. ``transaction`` is None for an ACK to a 2xx that
+    matched no waiting INVITE (the dialog layer decides)."""
+
+    request: sip.Request
+    transaction: ServerTransaction | None
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """A response for the TU; ``transaction`` is None for a stray 2xx retransmission."""
+
+    response: sip.Response
+    transaction: ClientTransaction | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTimedOut:
+    transaction: Transaction
+    timer: str
+
+
+Event = RequestReceived | ResponseReceived | TransactionTimedOut
+Output = Transmit | Event
+
+
+def response_peer(via: Via | None, source: Peer) -> Peer:
+    """Where responses to a request from ``source`` go (RFC 3261 18.2.2, RFC 3581 4).
+
+    Over TCP: back on the connection it came on. Over UDP: to the source
+    address (the ``received`` we stamp), at the source port when the client
+    asked with ``rport``, else at its sent-by port; ``maddr`` wins when given.
+    """
+    if source.transport == TCP or via is None:
+        return source
+    if via.maddr:
+        return Peer(UDP, via.maddr, via.port or DEFAULT_SIP_PORT)
+    if via.has_rport:
+        return Peer(UDP, source.host, source.port)
+    return Peer(UDP, source.host, via.port or DEFAULT_SIP_PORT)
+
+
+def stamp_via(request: sip.Request, source: Peer) -> None:
+    """Add ``received`` (18.2.1) and fill ``rport`` (RFC 3581) on the top Via."""
+    via = request.top_via
+    if via is None:
+        return
+    wants_rport = via.has_rport
+    if via.host == source.host and not wants_rport:
+        return
+    params = [(name, value) for name, value in via.params
+              if name.lower() not in ("received", "rport")]
+    params.append(("received", source.host))
+    if wants_rport:
+        params.append(("rport", str(source.port)))
+    stamped = Via(via.transport, via.host, via.port, tuple(params), protocol=via.protocol)
+    lines = request.headers.get_lines("via")
+    first = split_list(lines[0])
+    first[0] = str(stamped)
+    request.headers.remove("via")
+    for line in reversed([", ".join(first), *lines[1:]]):
+        request.headers.add("Via", line, first=True)
+
+
+class SipEndpoint:
+    """One SIP endpoint: parse, match, answer what the core answers, report the rest."""
+
+    def __init__(self, config: SipConfig, *, user_agent: str = "mediacore") -> None:
+        self.config = config
+        self.user_agent = user_agent
+        self.limits = sip.ParserLimits(
+            max_message_size=config.limits.max_message_size,
+            max_headers=config.limits.max_headers,
+            max_line_length=config.limits.max_line_length,
+        )
+        self.transactions = TransactionLayer(config.timers)
+        #: Set while draining: new INVITEs get 503 with Retry-After.
+        self.refuse_new_calls = False
+
+    # --- input -----------------------------------------------------------------
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> list[Output]:
+        try:
+            message = sip.parse(data, self.limits)
+        except sip.ParseError as error:
+            return self._refuse_unparsable(error, peer)
+        if isinstance(message, sip.Request):
+            return self._receive_request(message, peer, now)
+        problem = sip.check_response(message)
+        if problem is not None:
+            log.info("dropping response from %s: %s", peer, problem)
+            return []
+        return self._outputs(self.transactions.receive_response(message, now))
+
+    def _refuse_unparsable(self, error: sip.ParseError, peer: Peer) -> list[Output]:
+        response = sip.make_error_response(error)
+        if response is None:
+            log.info("dropping unparsable message from %s: %s %s", peer, error.status,
+                     error.reason)
+            return []
+        via = None
+        if error.headers is not None:
+            try:
+                via = parse_via(split_list(error.headers.get("via"))[0])
+            except (sip.ParseError, IndexError, TypeError):
+                via = None
+        log.info("answering unparsable request from %s with %s %s", peer, error.status,
+                 error.reason)
+        response.headers.add("Server", self.user_agent)
+        return [Transmit(sip.serialize(response), response_peer(via, peer))]
+
+    def _receive_request(self, request: sip.Request, peer: Peer, now: float) -> list[Output]:
+        stamp_via(request, peer)
+        reliable = peer.transport == TCP
+        destination = response_peer(request.top_via, peer)
+        outputs = self._outputs(
+            self.transactions.receive_request(request, destination, now, reliable=reliable),
+            peer,
+        )
+        for index, output in enumerate(outputs):
+            if _is_new_request(output):
+                outputs[index:index + 1] = self._admit(output, now)  # type: ignore[arg-type]
+                break
+        return outputs
+
+    def _admit(self, received: RequestReceived, now: float) -> list[Output]:
+        """The UAS core checks of a new request (8.2), before the TU sees it."""
+        request, transaction = received.request, received.transaction
+        assert transaction is not None
+        method = request.method
+        rejection = sip.check_request(
+            request,
+            methods=ALLOWED_METHODS,
+            supported=SUPPORTED,
+            accept=ACCEPTED_BODIES,
+            forwarding=method == "INVITE",
+        )
+        call_id = request.headers.get("call-id", "-")
+        if rejection is not None:
+            log.info("call %s: %s from %s answered %s %s", call_id, method, received.peer,
+                     rejection.status, rejection.reason)
+            return self.respond(transaction, rejection.status, rejection.reason,
+                                headers=rejection.headers, now=now)
+        if method == "INVITE":
+            if not self.config.is_trusted(received.peer.host):
+                log.warning("call %s: INVITE from untrusted source %s refused with 403",
+                            call_id, received.peer)
+                return self.respond(transaction, 403, "Forbidden", now=now)
+            if self.refuse_new_calls:
+                return self.respond(transaction, 503, "Service Unavailable",
+                                    headers=(("Retry-After", "30"),), now=now)
+            return [*self.respond(transaction, 100, "Trying", now=now), received]
+        if method == "OPTIONS" and request.to_tag is None:
+            return self.respond(transaction, 200, "OK", now=now, headers=(
+                ("Allow", ", ".join(ALLOWED_METHODS)),
+                ("Accept", ", ".join(ACCEPTED_BODIES)),
+                ("Supported", ", ".join(SUPPORTED)),
+            ))
+        return [received]
+
+    # --- output ------------------------------------------------------------------
+
+    def respond(
+        self,
+        transaction: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        *,
+        now: float,
+        headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+        body: bytes = b"",
+        to_tag: str | None = None,
+    ) -> list[Output]:
+        """Answer the request of ``transaction``; a tag is added to final responses.
+
+        Without ``to_tag`` a final response gets a fresh one: every response
+        that may create a dialog, or ends one that never was, needs a tag of
+        ours (8.2.6.2).
+        """
+        if to_tag is None and status > 100:
+            to_tag = _tag_for(transaction)
+        response = sip.make_response(
+            transaction.request, status, reason, to_tag=to_tag,
+            extra_headers=[("Server", self.user_agent), *headers], body=body,
+        )
+        return self.send_response(transaction, response, now)
+
+    def send_response(
+        self, transaction: ServerTransaction, response: sip.Response, now: float
+    ) -> list[Output]:
+        return self._outputs(self.transactions.send_response(transaction, response, now))
+
+    def send_request(
+        self, request: sip.Request, peer: Peer, now: float
+    ) -> tuple[ClientTransaction, list[Output]]:
+        transaction, actions = self.transactions.send_request(
+            request, peer, now, reliable=peer.transport == TCP
+        )
+        return transaction, self._outputs(actions)
+
+    def find_invite(self, cancel: sip.Request) -> ServerInviteTransaction | None:
+        return self.transactions.find_invite_for_cancel(cancel)
+
+    @staticmethod
+    def send_stateless(message: sip.Message, peer: Peer) -> Transmit:
+        """An ACK for a 2xx, or a 2xx re-sent by the TU: no transaction of its own."""
+        return Transmit(sip.serialize(message), peer)
+
+    # --- time ----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self.transactions.next_deadline()
+
+    def handle_timer(self, now: float) -> list[Output]:
+        return self._outputs(self.transactions.handle_timer(now))
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _outputs(self, actions: list[Action], source: Peer | None = None) -> list[Output]:
+        """Transaction actions as the edge and the TU want them; ``source`` is
+        where a received request came from."""
+        outputs: list[Output] = []
+        for action in actions:
+            if isinstance(action, Send):
+                outputs.append(Transmit(sip.serialize(action.message), action.destination))
+            elif isinstance(action, Deliver):
+                if isinstance(action.message, sip.Request):
+                    assert source is not None
+                    outputs.append(RequestReceived(
+                        action.message, action.transaction, source))  # type: ignore[arg-type]
+                else:
+                    outputs.append(ResponseReceived(
+                        action.message, action.transaction))  # type: ignore[arg-type]
+            elif isinstance(action, Timeout):
+                outputs.append(TransactionTimedOut(action.transaction, action.timer))
+        return outputs
+
+
+def _is_new_request(output: Output) -> bool:
+    """A request that just opened its server transaction (not an ACK, not a retransmission)."""
+    return (
+        isinstance(output, RequestReceived)
+        and output.transaction is not None
+        and output.transaction.request is output.request
+        and output.request.method != "ACK"
+    )
+
+
+def _tag_for(transaction: ServerTransaction) -> str:
+    """One To tag per server transaction, so all its responses carry the same."""
+    if transaction.local_tag is None:
+        transaction.local_tag = new_tag()
+    return transaction.local_tag
