@@ -110,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.command == "serve":
-        return _not_built("the server (`mediacore serve`)")
+        from mediacore.app import serve
+
+        return serve(args.config)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "cdr":

@@ -158,6 +158,22 @@ class SipEndpoint:
             return []
         return self._outputs(self.transactions.receive_response(message, now))
 
+    def refuse_stream(self, data: bytes, error: sip.ParseError, peer: Peer) -> list[Output]:
+        """Answer a stream message that could not be framed, if its head is a request
+        we can address; the transport closes the connection after this."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            log.info("closing %s: %s %s", peer, error.status, error.reason)
+            return []
+        try:
+            parsed = sip.parse(data[:end + 4], self.limits)
+            headers, is_request = parsed.headers, isinstance(parsed, sip.Request)
+        except sip.ParseError as inner:
+            headers, is_request = inner.headers, inner.is_request
+        framing = sip.ParseError(error.status, error.reason, is_request=is_request,
+                                 headers=headers)
+        return self._refuse_unparsable(framing, peer)
+
     def _refuse_unparsable(self, error: sip.ParseError, peer: Peer) -> list[Output]:
         response = sip.make_error_response(error)
         if response is None:

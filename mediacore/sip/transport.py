@@ -5,10 +5,11 @@ else. Datagrams and framed stream messages go to one ``on_message`` callback
 with the peer they came from; whatever the core wants sent comes back through
 :meth:`SipTransports.send`. Parsing, transactions and policy live above.
 
-Streams are framed by Content-Length (RFC 3261 section 18.3): the head ends
-at the first empty line and the body is exactly Content-Length bytes. A
-stream message without Content-Length cannot be framed, so the connection is
-answered (by the core, through ``on_stream_error``) and closed. Double-CRLF
+Streams are framed by Content-Length (RFC 3261 section 18.3, with
+:func:`~mediacore.sip.message.message_length`). A stream message that
+cannot be framed (no Content-Length, too large) is reported through
+``on_stream_error`` so the core can answer it, and the connection closes:
+there is no finding the next message after it. Double-CRLF
 keepalives (RFC 5626 section 3.5.1) get a single CRLF back.
 """
 
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mediacore.config import ListenAddress
+from mediacore.sip.message import ParseError, ParserLimits, message_length
 
 log = logging.getLogger("mediacore.sip.transport")
 
@@ -47,68 +49,10 @@ class Peer:
         return f"{self.transport}:{host}:{self.port}"
 
 
-class FramingError(Exception):
-    """A stream that cannot be cut into messages; the connection must close.
-
-    ``status`` and ``reason`` say what to answer, when the head is readable
-    enough to answer at all (``head`` holds it).
-    """
-
-    def __init__(self, status: int, reason: str, head: bytes = b"") -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
-        self.head = head
-
-
-def _content_length(head: bytes) -> int | None:
-    """The Content-Length (or compact ``l``) value of a message head, if any.
-
-    Only the one header framing needs is read here; a full parse follows
-    once the message is cut. Folded continuation lines are joined first.
-    """
-    value: bytes | None = None
-    for line in head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ").split(b"\r\n")[1:]:
-        name, colon, rest = line.partition(b":")
-        if not colon:
-            continue
-        name = name.strip().lower()
-        if name in (b"content-length", b"l"):
-            if value is not None and value.strip() != rest.strip():
-                raise FramingError(400, "Conflicting Content-Length headers", head)
-            value = rest
-    if value is None:
-        return None
-    text = value.strip()
-    if not text.isdigit():
-        raise FramingError(400, "Malformed Content-Length", head)
-    return int(text)
-
-
-def frame_length(buffer: bytes | bytearray, max_size: int) -> int | None:
-    """The length of the first complete message in ``buffer``, or None for "need more".
-
-    ``buffer`` must not start with CRLF (keepalives are stripped before).
-    Raises FramingError when the stream cannot be framed or a message would
-    exceed ``max_size``: a peer must not make us buffer without bound.
-    """
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buffer) > max_size:
-            raise FramingError(413, "Message Too Large")
-        return None
-    head = bytes(buffer[:end])
-    length = _content_length(head)
-    if length is None:
-        raise FramingError(400, "Missing Content-Length on a stream transport", head)
-    total = end + 4 + length
-    if total > max_size:
-        raise FramingError(413, "Message Too Large", head)
-    return total if len(buffer) >= total else None
-
-
 MessageHandler = Callable[[bytes, Peer], None]
-StreamErrorHandler = Callable[[FramingError, Peer], None]
+#: Gets a framing error, the unframable bytes (their head may still be
+#: answerable) and the peer; the connection closes after it returns.
+StreamErrorHandler = Callable[[ParseError, bytes, Peer], None]
 
 
 class _UdpListener(asyncio.DatagramProtocol):
@@ -153,7 +97,7 @@ class _TcpConnection(asyncio.Protocol):
         assert self.peer is not None and self.transport is not None
         self.last_activity = time.monotonic()
         self.buffer += data
-        limit = self.owner.max_message_size
+        limits = self.owner.limits
         while self.buffer:
             keepalive = self._strip_leading_crlf()
             if keepalive:
@@ -161,10 +105,10 @@ class _TcpConnection(asyncio.Protocol):
             if not self.buffer:
                 return
             try:
-                length = frame_length(self.buffer, limit)
-            except FramingError as error:
+                length = message_length(self.buffer, limits)
+            except ParseError as error:
                 log.warning("tcp %s: %s; closing the connection", self.peer, error)
-                self.owner.on_stream_error(error, self.peer)
+                self.owner.on_stream_error(error, bytes(self.buffer), self.peer)
                 self.transport.close()
                 self.buffer.clear()
                 return
@@ -214,8 +158,8 @@ class SipTransports:
         tcp_idle_timeout: float = 300.0,
     ) -> None:
         self.on_message = on_message
-        self.on_stream_error = on_stream_error or (lambda error, peer: None)
-        self.max_message_size = max_message_size
+        self.on_stream_error = on_stream_error or (lambda error, data, peer: None)
+        self.limits = ParserLimits(max_message_size=max_message_size)
         self.tcp_idle_timeout = tcp_idle_timeout
         self.udp: dict[ListenAddress, _UdpListener] = {}
         self.tcp_servers: dict[ListenAddress, asyncio.Server] = {}

@@ -26,7 +26,7 @@ def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.mark.parametrize(
     "argv",
-    [["serve"], ["cdr", "list"], ["retention", "sweep"]],
+    [["cdr", "list"], ["retention", "sweep"]],
 )
 def test_unbuilt_commands_say_so(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == EXIT_NOT_BUILT

@@ -1,0 +1,106 @@
+"""A real ``mediacore serve`` process on free loopback ports, for integration tests.
+
+The server is started exactly as an operator starts it (the console script
+with ``-c FILE``), its log is collected, and it is stopped with SIGTERM so
+that shutdown is exercised too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.support.ports import free_port
+
+READY = "ready:"
+
+
+def free_sip_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP, since SIP listens on both."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM, host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
+class MediacoreServer:
+    """One server process; ``log`` is everything it wrote to stderr so far."""
+
+    def __init__(self, workdir: Path, config_text: str, sip_port: int) -> None:
+        self.workdir = workdir
+        self.sip_port = sip_port
+        self.config_path = workdir / "mediacore.toml"
+        self.config_path.write_text(config_text)
+        self.process: subprocess.Popen[str] | None = None
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    @property
+    def log(self) -> str:
+        return "".join(self._lines)
+
+    def start(self, timeout: float = 20.0) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mediacore", "serve", "-c", str(self.config_path)],
+            cwd=self.workdir, env=env, text=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while READY not in self.log:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mediacore did not start:\n{self.log}")
+            time.sleep(0.02)
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            self._lines.append(line)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return self.process.returncode
+
+
+def basic_config(sip_port: int, storage: Path, *, trusted: str = "127.0.0.0/8") -> str:
+    return f"""
+[sip]
+listen = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]
+advertised_address = "127.0.0.1"
+trusted_sources = ["{trusted}"]
+
+[storage]
+dir = "{storage}"
+
+[[number]]
+number = "+31900123456"
+owner = "acme"
+targets = ["sip:+31201234567@127.0.0.1:5070"]
+"""
