@@ -195,10 +195,15 @@ class SipEndpoint:
         stamp_via(request, peer)
         reliable = peer.transport == TCP
         destination = response_peer(request.top_via, peer)
-        outputs = self._outputs(
-            self.transactions.receive_request(request, destination, now, reliable=reliable),
-            peer,
-        )
+        try:
+            actions = self.transactions.receive_request(request, destination, now,
+                                                        reliable=reliable)
+        except sip.ParseError as error:
+            # Matching needs Call-ID, CSeq, From and To; without them there is
+            # no transaction to answer from, so the 400 goes out statelessly.
+            error.is_request, error.headers = True, request.headers
+            return self._refuse_unparsable(error, peer)
+        outputs = self._outputs(actions, peer)
         for index, output in enumerate(outputs):
             if _is_new_request(output):
                 outputs[index:index + 1] = self._admit(output, now)  # type: ignore[arg-type]

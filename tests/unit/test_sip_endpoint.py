@@ -201,3 +201,11 @@ def test_ack_for_a_2xx_reaches_the_tu_without_admission_checks(endpoint: SipEndp
     (delivered,) = endpoint.receive(ack, CARRIER, 0.2)
     assert isinstance(delivered, RequestReceived)
     assert delivered.request.method == "ACK" and delivered.transaction is event.transaction
+
+
+def test_request_without_call_id_gets_a_stateless_400(endpoint: SipEndpoint) -> None:
+    raw = request(via="SIP/2.0/UDP 127.0.0.1:5070").replace(b"Call-ID: endpoint-1\r\n", b"")
+    (transmit,) = endpoint.receive(raw, CARRIER, 0.0)
+    assert isinstance(transmit, Transmit)
+    assert transmit.data.startswith(b"SIP/2.0 400 Missing Call-ID")
+    assert len(endpoint.transactions) == 0
