@@ -15,7 +15,7 @@ remote target is refreshed by target-refresh requests and their 2xx (12.2.1.2,
 
 from __future__ import annotations
 
-import secrets
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -41,18 +41,43 @@ class DialogError(Exception):
         self.reason = reason
 
 
+class _RandomPool:
+    """Cryptographically random hex, drawn from the OS in 4 KiB helpings.
+
+    RFC 3261 19.3 wants tags and Call-IDs cryptographically random; one
+    ``os.urandom`` call per tag was 5% of the CPU of answering an OPTIONS
+    (a getrandom syscall each), so the bytes are fetched in bulk.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._pool = b""
+        self._offset = 0
+
+    def hex(self, nbytes: int) -> str:
+        if self._offset + nbytes > len(self._pool):
+            self._pool = os.urandom(self._size)
+            self._offset = 0
+        start = self._offset
+        self._offset += nbytes
+        return self._pool[start:self._offset].hex()
+
+
+_random = _RandomPool()
+
+
 def new_tag() -> str:
     """A From/To tag: random, 64 bits, token characters only (19.3)."""
-    return secrets.token_hex(8)
+    return _random.hex(8)
 
 
 def new_branch() -> str:
     """A Via branch with the RFC 3261 magic cookie, unique per transaction (8.1.1.7)."""
-    return "z9hG4bK" + secrets.token_hex(10)
+    return "z9hG4bK" + _random.hex(10)
 
 
 def new_call_id(host: str) -> str:
-    return f"{secrets.token_hex(12)}@{host}"
+    return f"{_random.hex(12)}@{host}"
 
 
 @dataclass
