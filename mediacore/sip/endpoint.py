@@ -40,6 +40,7 @@ from mediacore.sip.transaction import (
     Timeout,
     Transaction,
     TransactionLayer,
+    TransactionStateError,
 )
 from mediacore.sip.transport import TCP, UDP, Peer
 from mediacore.sip.uri import split_list
@@ -264,6 +265,8 @@ class SipEndpoint:
         that may create a dialog, or ends one that never was, needs a tag of
         ours (8.2.6.2).
         """
+        if transaction.answered:
+            raise TransactionStateError(f"request already answered; cannot send {status}")
         if to_tag is None and status > 100:
             to_tag = _tag_for(transaction)
         response = sip.make_response(

@@ -293,6 +293,18 @@ class ServerTransaction(Transaction):
     acked: bool = False
     #: Our To tag for this request's responses, chosen once (8.2.6.2).
     local_tag: str | None = None
+    #: How the ACK for our 2xx finds this INVITE (Call-ID, From tag, CSeq).
+    ack_key: Hashable = None
+
+    @property
+    def answered(self) -> bool:
+        return self.last_response is not None and self.last_response.status >= 200
+
+    def _release_request(self) -> None:
+        """Forget the request once finally answered: only the key, the last
+        response and the timers are needed to absorb retransmissions for the
+        next 32 s, and thousands of such transactions are alive at a time."""
+        self.request = None  # type: ignore[assignment]
 
     def _resend_last(self) -> list[Action]:
         if self.last_response is None:
@@ -340,6 +352,7 @@ class ServerInviteTransaction(ServerTransaction):
             return [Send(response, self.destination)]
         if status < 200:
             return [Send(response, self.destination)]
+        self._release_request()
         if status < 300:
             self.state = State.ACCEPTED
             self.interval = self.timers.t1
@@ -391,6 +404,7 @@ class ServerNonInviteTransaction(ServerTransaction):
             self.state = State.PROCEEDING
         else:
             self.state = State.COMPLETED
+            self._release_request()
             self._linger("J", now, 64 * self.timers.t1)
         return [Send(response, self.destination)]
 
@@ -435,7 +449,7 @@ class TransactionLayer:
         key = server_key(request)
         existing = self.server.get(key)
         if existing is not None:
-            if request.method == "ACK" and existing.request.method != "INVITE":
+            if request.method == "ACK" and not isinstance(existing, ServerInviteTransaction):
                 return [Deliver(request, None)]
             return self._after(existing, existing.receive_request(request, now))
         if request.method == "ACK":
@@ -446,6 +460,8 @@ class TransactionLayer:
         kind = ServerInviteTransaction if request.method == "INVITE" else \
             ServerNonInviteTransaction
         transaction = kind(request, source, reliable, self.timers, key=key)
+        if isinstance(transaction, ServerInviteTransaction):
+            transaction.ack_key = _ack_key(request)
         self.server[key] = transaction
         return self._after(transaction, transaction.start(now))
 
@@ -502,7 +518,7 @@ class TransactionLayer:
     def _after(self, transaction: Transaction, actions: list[Action]) -> list[Action]:
         """Book-keeping after any event: reap the dead, schedule the living."""
         if isinstance(transaction, ServerInviteTransaction):
-            ack_key = _ack_key(transaction.request)
+            ack_key = transaction.ack_key
             if transaction.awaiting_ack:
                 self._awaiting_ack[ack_key] = transaction
             elif self._awaiting_ack.get(ack_key) is transaction:

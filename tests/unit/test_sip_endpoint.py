@@ -209,3 +209,16 @@ def test_request_without_call_id_gets_a_stateless_400(endpoint: SipEndpoint) -> 
     assert isinstance(transmit, Transmit)
     assert transmit.data.startswith(b"SIP/2.0 400 Missing Call-ID")
     assert len(endpoint.transactions) == 0
+
+
+def test_a_request_is_answered_finally_only_once(endpoint: SipEndpoint) -> None:
+    from mediacore.sip.transaction import TransactionStateError
+
+    outputs = endpoint.receive(request(), CARRIER, 0.0)
+    (event,) = [o for o in outputs if isinstance(o, RequestReceived)]
+    endpoint.respond(event.transaction, 486, now=0.1)
+    with pytest.raises(TransactionStateError):
+        endpoint.respond(event.transaction, 200, now=0.2)
+    # The transaction let go of the request; retransmissions are still answered.
+    assert event.transaction.request is None
+    assert statuses(endpoint.receive(request(), CARRIER, 0.3)) == [486]

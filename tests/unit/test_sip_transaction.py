@@ -40,7 +40,7 @@ def request(method: str = "INVITE", branch: str = "z9hG4bKabc", cseq: int = 1,
     return parsed
 
 
-def response(req: sip.Request, status: int, to_tag: str = "callee1") -> sip.Response:
+def response(req: sip.Request, status: int, to_tag: str | None = "callee1") -> sip.Response:
     return sip.make_response(req, status, to_tag=to_tag)
 
 
@@ -195,7 +195,7 @@ def test_server_invite_answers_retransmissions_with_the_last_provisional() -> No
     layer = TransactionLayer()
     transaction, invite = new_server_invite(layer)
     assert layer.receive_request(invite, PEER, 0.1) == []  # nothing said yet
-    trying = response(invite, 100, to_tag="")
+    trying = response(invite, 100, to_tag=None)
     assert sends(layer.send_response(transaction, trying, 0.1)) == [trying]
     assert sends(layer.receive_request(invite, PEER, 0.5)) == [trying]
 
