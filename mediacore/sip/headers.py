@@ -30,6 +30,7 @@ from mediacore.sip.uri import (
     _has_param,
     _parse_host,
     _parse_port,
+    _split_checked,
     format_params,
     is_token,
     parse_hostport,
@@ -45,6 +46,7 @@ __all__ = [
     "ContentType",
     "Via",
     "canonical_name",
+    "check_via",
     "header_key",
     "parse_content_type",
     "parse_cseq",
@@ -52,6 +54,7 @@ __all__ = [
     "parse_token_list",
     "parse_via",
     "parse_via_list",
+    "parse_vias",
 ]
 
 #: Compact forms (RFC 3261 7.3.3 and the IANA SIP header registry) -> key.
@@ -190,7 +193,7 @@ class Via:
     def params(self) -> Params:
         params = self._params
         if params is None:
-            params = self._params = parse_params(self._ptext)
+            params = self._params = _split_checked(self._ptext)
         return params
 
     def param(self, name: str, default: Any = None) -> Any:
@@ -305,6 +308,29 @@ def _parse_via_slow(text: str) -> Via:
     protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name.upper()}/{version}"
     _check_rport(params, text)
     return Via._new(protocol, transport.upper(), host, port, "", params)
+
+
+def parse_vias(value: str) -> Via:
+    """Check every via-parm of a Via line; return the first.
+
+    The first is parsed whole (it addresses the response); the others are
+    only validated, by the pattern where they fit it.
+    """
+    if "," not in value:
+        return parse_via(value)
+    parts = split_list(value)
+    top = parse_via(_non_empty(parts[0], "Via"))
+    for part in parts[1:]:
+        check_via(part)
+    return top
+
+
+def check_via(text: str) -> None:
+    """Validate one via-parm without building it (the Vias below the top one)."""
+    match = _VIA(text)
+    if (match is None or "rport=" in text or match.group(2)[0] == "["
+            or len(match.group(3) or "") == 5):
+        parse_via(_non_empty(text, "Via"))  # the thorough check, or the reason
 
 
 def parse_via_list(value: str) -> list[Via]:

@@ -8,16 +8,24 @@ no socket, clock or state here; the transaction layer feeds on the result.
 What parse() checks, and what it leaves for later
 -------------------------------------------------
 parse() enforces framing (Content-Length), the start line, header syntax,
-the limits, and the syntax of the headers every message needs for
-transaction matching and addressing a response: the top Via, CSeq (and that
-its method matches the request's), Call-ID, From, To, Contact, and
-Content-Length. Those are parsed once, at parse time, into typed objects.
-Everything else is parsed on first access and cached, which keeps parse()
-cheap; a malformed value found then raises ParseError(400) from the
+the limits, and the syntax of what transaction matching and addressing a
+response need: every Via value (the top one is parsed into a :class:`Via`),
+CSeq (and that its method matches the request's), Call-ID, From, To and
+Contact (display name, brackets and parameters; the URI inside is parsed on
+first read), and Content-Length. Repeated single-valued headers are checked
+too, and the first one counts. :meth:`Headers.add` and :meth:`Headers.set`
+apply exactly the same checks, so a value copied from a received message can
+always be added, and whatever is added serialises into something parse()
+accepts. Everything else is parsed on first access and cached, which keeps
+parse() cheap; a malformed value found then raises ParseError(400) from the
 accessor. :func:`check_request` (RFC 3261 8.2) touches what a UAS needs and
 turns problems into the answer to send: missing or repeated mandatory
 headers, 405/501, 416, 420, 415, 406, 483. The RFC 4475 messages of section
 3.3 parse, and check_request gives their answers.
+
+Lenient where nothing is lost: the SIP-Version's case, a status line
+without a reason phrase, and a datagram that ends right after its last
+header line without the empty line (the datagram frames the message).
 
 Datagrams and streams
 ---------------------
@@ -42,8 +50,8 @@ Serialisation and equality
 --------------------------
 Headers keep the name *as received* (compact or long, any case): a B2BUA or
 proxy that copies a header should not rewrite it, and signatures (RFC 8224)
-cover the bytes. Our own messages use long names because the constructors
-and :func:`make_response` write long names. Values are stored unfolded and
+cover the bytes. Messages we build use long names: :func:`make_response`,
+:func:`make_cancel` and the others write them. Values are stored unfolded and
 stripped, which is how they are written back. :func:`serialize` always
 writes exactly one Content-Length, equal to the body's length, in place of
 the received one (or last, if there was none).
@@ -67,13 +75,14 @@ from mediacore.sip.headers import (
     CSeq,
     Via,
     canonical_name,
+    check_via,
     header_key,
     parse_content_type,
     parse_cseq,
     parse_name_addr_list,
     parse_token_list,
-    parse_via,
     parse_via_list,
+    parse_vias,
 )
 from mediacore.sip.uri import (
     _WS,
@@ -162,6 +171,7 @@ DEFAULT_LIMITS = ParserLimits()
 # --- headers ------------------------------------------------------------------------
 
 Item = tuple[str, str, str]  # (name as written, value, key)
+_NO_VALUES: list[str] = []
 
 
 class Headers:
@@ -178,11 +188,12 @@ class Headers:
     build serialises into something we would parse back.
     """
 
-    __slots__ = ("_cache", "_items")
+    __slots__ = ("_cache", "_index", "_items")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[Item] = []
         self._cache: dict[str, Any] = {}
+        self._index: dict[str, list[str]] | None = None
         for name, value in fields:
             self.add(name, value)
 
@@ -191,41 +202,50 @@ class Headers:
         self = object.__new__(cls)
         self._items = items
         self._cache = {} if cache is None else cache
+        self._index = None
         return self
+
+    def _values(self, key: str) -> list[str]:
+        """The values of ``key``, in order (shared: do not change the list)."""
+        index = self._index
+        if index is None:
+            # Built on the first lookup: one pass, then every lookup is a dict hit.
+            index = self._index = {}
+            for _, value, k in self._items:
+                values = index.get(k)
+                if values is None:
+                    index[k] = [value]
+                else:
+                    values.append(value)
+        return index.get(key, _NO_VALUES)
 
     # reading
 
     def get(self, name: str, default: Any = None) -> Any:
         """The value of the first field called ``name`` (the whole line), or ``default``."""
-        key = header_key(name)
-        for _, value, k in self._items:
-            if k == key:
-                return value
-        return default
+        values = self._values(header_key(name))
+        return values[0] if values else default
 
     def get_lines(self, name: str) -> list[str]:
         """One value per field line of ``name``, unsplit."""
-        key = header_key(name)
-        return [value for _, value, k in self._items if k == key]
+        return list(self._values(header_key(name)))
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``; list headers split at top-level commas, empties dropped."""
         key = header_key(name)
-        lines = [value for _, value, k in self._items if k == key]
+        lines = self._values(key)
         if key not in LIST_HEADERS:
-            return lines
+            return list(lines)
         return [part for line in lines for part in split_list(line) if part]
 
     def count(self, name: str) -> int:
         """How many field lines called ``name`` there are."""
-        key = header_key(name)
-        return sum(1 for _, _, k in self._items if k == key)
+        return len(self._values(header_key(name)))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(k == key for _, _, k in self._items)
+        return bool(self._values(header_key(name)))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for name, value, _ in self._items)
@@ -288,6 +308,7 @@ class Headers:
         return before - len(self._items)
 
     def _forget(self, key: str) -> None:
+        self._index = None
         cache = self._cache
         if cache:
             cache.pop(key, None)
@@ -319,32 +340,18 @@ def _parse_contacts(value: str) -> list[NameAddr]:
     return parse_name_addr_list(value, "Contact")
 
 
-def _full_name_addr(value: str) -> Any:
-    found = parse_name_addr(value)
-    found.uri  # noqa: B018 (the URI is checked too)
-    return found
-
-
-def _full_name_addr_list(value: str, header: str, only: bool = False) -> list[NameAddr]:
-    found = parse_name_addr_list(value, header, name_addr_only=only)
-    for address in found:
-        address.uri  # noqa: B018
-    return found
-
-
-# Checks for values given through Headers.add/set: at least as strict as parse().
+# What parse() checks, per header key, and so what Headers.add/set check: the
+# same rules both ways, so a value copied from a received message can always
+# be added to another, and anything added serialises into something parse()
+# accepts.
 _VALIDATORS: dict[str, Callable[[str], Any]] = {
-    "via": parse_via_list,
+    "via": parse_vias,
     "cseq": parse_cseq,
     "call-id": _check_call_id,
-    "from": _full_name_addr,
-    "to": _full_name_addr,
-    "contact": lambda v: [] if v == "*" else _full_name_addr_list(v, "Contact"),
-    "route": lambda v: _full_name_addr_list(v, "Route", True),
-    "record-route": lambda v: _full_name_addr_list(v, "Record-Route", True),
+    "from": parse_name_addr,
+    "to": parse_name_addr,
+    "contact": _parse_contacts,
     "content-length": lambda v: _check_digits(v, "Content-Length"),
-    "max-forwards": _check_max_forwards,
-    "content-type": parse_content_type,
 }
 
 
@@ -356,7 +363,9 @@ def _checked_item(name: str, value: str) -> Item:
     if "\r" in value or "\n" in value:
         raise ValueError(f"header {name} has CR or LF in its value")
     value = value.strip(_WS)
-    value.encode("utf-8")  # refuses lone surrogates, which would not survive the wire
+    # Received values carry undecodable bytes as surrogate escapes; other
+    # lone surrogates have no bytes to become and are refused here.
+    value.encode("utf-8", "surrogateescape")
     key = header_key(name)
     validator = _VALIDATORS.get(key)
     if validator is not None:
@@ -370,6 +379,9 @@ def _checked_item(name: str, value: str) -> Item:
 # --- messages -----------------------------------------------------------------------
 
 
+_MISSING = object()
+
+
 def _header_error(name: str, error: ParseError) -> ParseError:
     return ParseError(400, f"Bad {name} header: {error.reason}"[:200])
 
@@ -381,6 +393,7 @@ class Message:
     change through :class:`Headers` forgets the cached value). Mandatory
     headers (``cseq``, ``call_id``, ``from_``, ``to``) raise ParseError(400)
     when missing or malformed; optional ones return None (or an empty list).
+    Lists returned are the cached ones: copy one before changing it.
     """
 
     __slots__ = ("body", "headers", "version")
@@ -391,10 +404,13 @@ class Message:
 
     def _cached(self, key: str, name: str, parse_value: Callable[[str], Any],
                 *, required: bool = False) -> Any:
-        cache = self.headers._cache
-        if key in cache:
-            return cache[key]
-        value = self.headers.get(key)
+        headers = self.headers
+        cache = headers._cache
+        result = cache.get(key, _MISSING)
+        if result is not _MISSING:
+            return result
+        values = headers._values(key)
+        value = values[0] if values else None
         if value is None:
             if required:
                 raise ParseError(400, f"Missing {name} header")
@@ -410,13 +426,13 @@ class Message:
     def _cached_list(self, key: str, name: str, parse_value: Callable[[str], list[Any]]) -> Any:
         cache = self.headers._cache
         star = key + "*"
-        if star in cache:
-            return cache[star]
-        result: list[Any] = []
+        result = cache.get(star, _MISSING)
+        if result is not _MISSING:
+            return result
+        result = []
         try:
-            for _, value, k in self.headers._items:
-                if k == key:
-                    result += parse_value(value)
+            for value in self.headers._values(key):
+                result += parse_value(value)
         except ParseError as error:
             raise _header_error(name, error) from None
         cache[star] = result
@@ -427,7 +443,7 @@ class Message:
     @property
     def top_via(self) -> Via | None:
         """The first Via value (the one that addresses the response), or None."""
-        return self._cached("via", "Via", _parse_top_via)
+        return self._cached("via", "Via", parse_vias)
 
     @property
     def vias(self) -> list[Via]:
@@ -451,11 +467,23 @@ class Message:
 
     @property
     def from_tag(self) -> str | None:
-        return self.from_.tag if "from" in self.headers else None
+        """The From tag; None without one, or without a From."""
+        address = self.headers._cache.get("from")
+        if address is None:
+            if "from" not in self.headers:
+                return None
+            address = self.from_
+        return address.tag  # type: ignore[no-any-return]
 
     @property
     def to_tag(self) -> str | None:
-        return self.to.tag if "to" in self.headers else None
+        """The To tag; None without one (a request outside a dialog), or without a To."""
+        address = self.headers._cache.get("to")
+        if address is None:
+            if "to" not in self.headers:
+                return None
+            address = self.to
+        return address.tag  # type: ignore[no-any-return]
 
     @property
     def max_forwards(self) -> int | None:
@@ -577,14 +605,6 @@ def _semantic(headers: Headers) -> list[tuple[str, str]]:
     return [(k, v) for _, v, k in headers._items if k != "content-length"]
 
 
-def _parse_top_via(value: str) -> Via:
-    if "," in value:
-        value = split_list(value)[0]
-    if not value:
-        raise ParseError(400, "Empty Via")
-    return parse_via(value)
-
-
 def _parse_privacy(value: str) -> list[str]:
     out = []
     for part in value.split(";"):
@@ -681,7 +701,7 @@ class Response(Message):
             reason = REASON_PHRASES.get(status, "")
         if "\r" in reason or "\n" in reason:
             raise ValueError("reason phrase has CR or LF")
-        reason.encode("utf-8")
+        reason.encode("utf-8", "surrogateescape")
         if version != SIP_VERSION:
             raise ValueError(f"we speak {SIP_VERSION}, not {version!r}")
         self.status = status
@@ -807,7 +827,9 @@ def _parse_lines(
     items: list[Item] = []
     append = items.append
     eager: list[tuple[str, str]] = []
+    hot = eager.append
     names = _NAMES
+    ws = _WS
     for line in lines[1:]:
         raw, colon, value = line.partition(":")
         entry = names.get(raw)
@@ -817,17 +839,26 @@ def _parse_lines(
             if not colon:
                 raise ParseError(400, f"Header line without a colon: {line[:60]!r}")
             entry = _name_entry(raw)
-        value = value.strip(_WS)
-        append((entry[0], value, entry[1]))
-        if entry[2]:
-            eager.append((entry[1], value))
+        name, key, now = entry
+        value = value.strip(ws)
+        append((name, value, key))
+        if now:
+            hot((key, value))
 
     # the headers every message needs, parsed now
     cache: dict[str, Any] = {}
     length = None
     try:
         for key, value in eager:
-            if key == "contact":
+            if key == "via":
+                if "via" not in cache:
+                    cache["via"] = parse_vias(value)
+                elif "," in value:
+                    for part in split_list(value):
+                        check_via(part)
+                else:
+                    check_via(value)
+            elif key == "contact":
                 if value == "*":
                     contacts = []
                 elif "," in value:
@@ -845,18 +876,19 @@ def _parse_lines(
                 if length is not None and number != length:
                     raise ParseError(400, "Conflicting Content-Length headers")
                 length = number
-            elif key in cache:
-                continue  # a repeated single header: check_request answers that
-            elif key == "via":
-                cache["via"] = parse_via(value) if "," not in value else _parse_top_via(value)
             elif key == "from" or key == "to":
-                cache[key] = parse_name_addr(value)
+                address = parse_name_addr(value)
+                if key not in cache:  # a repeated one: check_request answers that
+                    cache[key] = address
             elif key == "cseq":
-                cache["cseq"] = parse_cseq(value)
+                cseq = parse_cseq(value)
+                if "cseq" not in cache:
+                    cache["cseq"] = cseq
             else:  # call-id
                 if not value or " " in value or "\t" in value:
                     raise ParseError(400, "Malformed Call-ID")
-                cache[key] = value
+                if key not in cache:
+                    cache[key] = value
     except ParseError as error:
         raise _header_error(canonical_name(key), error) from None
     if is_request and "cseq" in cache and cache["cseq"].method != message.method:  # type: ignore[union-attr]
@@ -878,6 +910,7 @@ def _parse_lines(
     headers = message.headers = object.__new__(Headers)
     headers._items = items
     headers._cache = cache
+    headers._index = None
     message.body = body
     return message
 
@@ -898,7 +931,9 @@ def _unfold(lines: list[str]) -> list[str]:
 def _request_line(line: str) -> Request:
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
-        raise ParseError(400, "Malformed Request-Line", is_request=True)
+        # Call it a request only if it starts like one (not, say, a TLS hello).
+        looks = is_token(parts[0]) and len(parts) > 1
+        raise ParseError(400, "Malformed Request-Line", is_request=True if looks else None)
     method, uri_text, version = parts
     if method not in KNOWN_METHODS and not TOKEN_CHARS.issuperset(method):
         raise ParseError(400, "Malformed method", is_request=True)
@@ -965,7 +1000,9 @@ def _salvage(data: bytes, limits: ParserLimits) -> tuple[str, list[Item]]:
     for line in lines[1 : limits.max_headers + 1]:
         raw, colon, value = line.partition(":")
         name = raw.strip(_WS)
-        if colon and is_token(name) and len(line) <= limits.max_line_length:
+        # A bare CR or LF must not be echoed into our answer (header injection).
+        if (colon and is_token(name) and len(line) <= limits.max_line_length
+                and "\r" not in value and "\n" not in value):
             items.append((name, value.strip(_WS), header_key(name)))
     return lines[0], items
 
@@ -1066,6 +1103,8 @@ def make_response(
     dialog-creating request copies Record-Route (12.1.1). ``extra_headers``
     follow (Contact, Allow, Unsupported...), checked like Headers.add.
     """
+    if to_tag is not None and not is_token(to_tag):
+        raise ValueError(f"invalid To tag {to_tag!r}")
     response = Response(status, reason, (), body)
     items = response.headers._items
     record_route = 100 < status < 300 and request.method in _DIALOG_METHODS
@@ -1095,7 +1134,10 @@ def make_error_response(error: ParseError, *, to_tag: str | None = None) -> Resp
         return None
     if error.status < 300:
         return None
-    reason = error.reason.replace("\r", " ").replace("\n", " ")
+    if to_tag is not None and not is_token(to_tag):
+        raise ValueError(f"invalid To tag {to_tag!r}")
+    # The reason may quote what was received; keep the printable ASCII of it.
+    reason = "".join(c if " " <= c <= "~" else "?" for c in error.reason[:120])
     response = Response(error.status, reason)
     items = response.headers._items
     has_tag = False
@@ -1260,7 +1302,9 @@ def _check_request(
     method = request.method
     if methods is not None and method not in methods:
         if method in KNOWN_METHODS:
-            return Rejection(405, "Method Not Allowed", (("Allow", ", ".join(methods)),))
+            # A set has no order of its own: sort it, so the Allow header is stable.
+            listed = methods if isinstance(methods, (list, tuple)) else sorted(methods)
+            return Rejection(405, "Method Not Allowed", (("Allow", ", ".join(listed)),))
         return Rejection(501, "Not Implemented")
     if request.uri.scheme not in schemes:
         return Rejection(416, "Unsupported URI Scheme")

@@ -249,6 +249,17 @@ def parse_params(text: str) -> Params:
     return tuple(out)
 
 
+def _split_checked(text: str) -> Params:
+    """Split parameters a pattern has already validated (no LWS; quotes only in values)."""
+    if '"' in text:
+        return parse_params(text)
+    out = []
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
 def format_params(params: Params) -> str:
     return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
 
@@ -263,7 +274,10 @@ def _get_param(params: Params, name: str, default: Any = None) -> Any:
 
 def _has_param(params: Params, name: str) -> bool:
     lname = name.lower()
-    return any(n.lower() == lname for n, _ in params)
+    for n, _ in params:  # noqa: SIM110 (a plain loop beats any() over a generator here)
+        if n == name or n.lower() == lname:
+            return True
+    return False
 
 
 def _checked_params(params: Params, *, uri: bool) -> Params:
@@ -422,7 +436,7 @@ class SipURI:
     def params(self) -> Params:
         params = self._params
         if params is None:
-            params = self._params = _parse_uri_params(self._ptext)
+            params = self._params = _split_checked(self._ptext)
         return params
 
     def __str__(self) -> str:
@@ -727,7 +741,7 @@ class NameAddr:
     def params(self) -> Params:
         params = self._params
         if params is None:
-            params = self._params = parse_params(self._ptext)
+            params = self._params = _split_checked(self._ptext)
         return params
 
     @property
