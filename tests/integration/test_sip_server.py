@@ -130,3 +130,20 @@ def test_garbage_does_not_stop_the_server(server: MediacoreServer, sipp_binary: 
     code, output = sipp(server, sipp_binary, tmp_path, SCENARIOS / "options.xml")
     assert code == 0, output
     assert server.alive()
+
+
+def test_idle_tcp_connections_are_closed(tmp_path: Path) -> None:
+    port = free_sip_port()
+    config = basic_config(port, tmp_path / "var").replace(
+        "[sip]\n", "[sip]\ntcp_idle_timeout = 1\n")
+    server = MediacoreServer(tmp_path, config, port)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"\r\n\r\n")  # a keepalive ping (RFC 5626) is answered with CRLF
+            assert conn.recv(16) == b"\r\n"
+            conn.settimeout(10)
+            assert conn.recv(16) == b""  # closed by the server once idle
+        assert "idle for" in server.log
+    finally:
+        assert server.stop() == 0
