@@ -91,6 +91,14 @@ Event = RequestReceived | ResponseReceived | TransactionTimedOut
 Output = Transmit | Event
 
 
+def warning(reason: str) -> str:
+    """A Warning value (RFC 3261 20.43, code 399: miscellaneous) carrying why we
+    refused a request, for the carrier's engineer reading a trace."""
+    printable = "".join(ch if ch.isprintable() else "?" for ch in reason)
+    text = printable.replace("\\", "\\\\").replace('"', '\\"')
+    return f'399 mediacore "{text}"'
+
+
 def response_peer(via: Via | None, source: Peer) -> Peer:
     """Where responses to a request from ``source`` go (RFC 3261 18.2.2, RFC 3581 4).
 
@@ -190,6 +198,7 @@ class SipEndpoint:
         log.info("answering unparsable request from %s with %s %s", peer, error.status,
                  error.reason)
         response.headers.add("Server", self.user_agent)
+        response.headers.add("Warning", warning(error.reason))
         return [Transmit(sip.serialize(response), response_peer(via, peer))]
 
     def _receive_request(self, request: sip.Request, peer: Peer, now: float) -> list[Output]:
@@ -227,8 +236,11 @@ class SipEndpoint:
         if rejection is not None:
             log.info("call %s: %s from %s answered %s %s", call_id, method, received.peer,
                      rejection.status, rejection.reason)
+            headers = rejection.headers
+            if rejection.status == 400:
+                headers = (*headers, ("Warning", warning(rejection.reason)))
             return self.respond(transaction, rejection.status, rejection.reason,
-                                headers=rejection.headers, now=now)
+                                headers=headers, now=now)
         if method == "INVITE":
             if not self.config.is_trusted(received.peer.host):
                 log.warning("call %s: INVITE from untrusted source %s refused with 403",

@@ -127,6 +127,7 @@ def test_malformed_request_gets_400_with_a_reason(endpoint: SipEndpoint) -> None
     assert isinstance(transmit, Transmit) and transmit.peer == CARRIER
     status_line, _, rest = transmit.data.partition(b"\r\n")
     assert status_line.startswith(b"SIP/2.0 400 ") and b"CSeq" in status_line
+    assert b'\r\nWarning: 399 mediacore "Bad CSeq header' in rest
     # The broken CSeq is copied as it came: the sender matches our answer by it.
     assert b"\r\nCSeq: one INVITE\r\n" in b"\r\n" + rest
 
@@ -222,3 +223,11 @@ def test_a_request_is_answered_finally_only_once(endpoint: SipEndpoint) -> None:
     # The transaction let go of the request; retransmissions are still answered.
     assert event.transaction.request is None
     assert statuses(endpoint.receive(request(), CARRIER, 0.3)) == [486]
+
+
+def test_400_from_the_uas_checks_carries_a_warning(endpoint: SipEndpoint) -> None:
+    raw = request().replace(b"From: <sip:+31612345678@127.0.0.1>;tag=f1\r\n",
+                            b"From: <sip:a@b>;tag=1\r\nFrom: <sip:c@d>;tag=2\r\n")
+    (response,) = answers(endpoint.receive(raw, CARRIER, 0.0))
+    assert response.status == 400
+    assert response.headers.get("Warning") == '399 mediacore "Multiple From headers"'
