@@ -4,7 +4,7 @@ Run (testpaths is tests/, so name the file):
 
     .venv/bin/pytest benchmarks/bench_sip_parse.py --benchmark-only
 
-Results, with the machine and Python they came from: benchmarks/results-sip.md.
+Results, with the machine and Python they came from: benchmarks/RESULTS.md.
 parse() checks the start line, framing and the transaction headers at once
 and leaves the rest for first access, so ``test_parse_invite_and_read_it``
 measures the honest total: parse plus everything the transaction, dialog
