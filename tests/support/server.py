@@ -71,6 +71,15 @@ class MediacoreServer:
         for line in self.process.stderr:
             self._lines.append(line)
 
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until ``text`` appears ``count`` times in the log (it arrives
+        through a pipe and a reader thread, a moment after the server acted)."""
+        deadline = time.monotonic() + timeout
+        while self.log.count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} x{count} not in the log:\n{self.log}")
+            time.sleep(0.01)
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
