@@ -231,3 +231,16 @@ def test_400_from_the_uas_checks_carries_a_warning(endpoint: SipEndpoint) -> Non
     (response,) = answers(endpoint.receive(raw, CARRIER, 0.0))
     assert response.status == 400
     assert response.headers.get("Warning") == '399 mediacore "Multiple From headers"'
+
+
+def test_parser_limits_come_from_config() -> None:
+    from mediacore.config import SipLimits
+
+    small = SipEndpoint(SipConfig(limits=SipLimits(max_message_size=600, max_headers=12,
+                                                   max_line_length=200)))
+    too_big = request(extra="Content-Type: application/sdp\r\n", body="v=0\r\n" * 100)
+    assert statuses(small.receive(too_big, CARRIER, 0.0)) == [413]
+    many = request(extra="".join(f"X-H{i}: {i}\r\n" for i in range(10)))
+    (response,) = answers(small.receive(many, CARRIER, 0.0))
+    assert response.status == 400 and "header" in response.reason.lower()
+    assert statuses(SipEndpoint(SipConfig()).receive(many, CARRIER, 0.0)) == [100]
