@@ -14,6 +14,11 @@ extensions = [
         ["mediacore/_codecs.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "mediacore.rtp._recorder",
+        ["mediacore/rtp/_recorder.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(
