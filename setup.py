@@ -19,6 +19,11 @@ extensions = [
         ["mediacore/rtp/_recorder.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "mediacore.rtp._engine",
+        ["mediacore/rtp/_engine.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

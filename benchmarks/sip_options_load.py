@@ -1,7 +1,7 @@
 """Messages per second through the SIP transport: SIPp OPTIONS at a running server.
 
 Starts ``mediacore serve`` on free loopback ports and drives it with SIPp's
-OPTIONS scenario (tests/integration/scenarios/options.xml) at rising rates,
+OPTIONS scenario (sipp-scenarios/options.xml) at rising rates,
 each step bounded in calls and time. A step passes when every OPTIONS got
 its 200. Reports, per step, the rate SIPp achieved, failures, and the
 server's CPU seconds per 1,000 requests (from /proc, user + system).
@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from tests.support.server import MediacoreServer, basic_config, free_sip_port  # noqa: E402
 from tests.support.sipp import find_sipp  # noqa: E402
 
-SCENARIO = REPO / "tests" / "integration" / "scenarios" / "options.xml"
+SCENARIO = REPO / "sipp-scenarios" / "options.xml"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import signal
+import socket
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mediacore import __version__
 from mediacore.calls.b2bua import B2BUA
+from mediacore.calls.call import Call, CallState, LocalContact
+from mediacore.calls.engine_media import EngineMedia
 from mediacore.config import Config, ConfigError, example_config_path, load_config
+from mediacore.rtp.engine import DtmfEvent, MediaEngine, MediaEvent
+from mediacore.rtp.player import PromptLibrary
+from mediacore.rtp.ports import PortPool
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
 from mediacore.sip.message import ParseError
-from mediacore.sip.transport import Peer, SipTransports
+from mediacore.sip.transport import TCP, UDP, Peer, SipTransports
 
 log = logging.getLogger("mediacore")
 
@@ -28,24 +37,76 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Server:
-    """One mediacore process: SIP transports, endpoint, B2BUA, timers."""
+    """One mediacore process: SIP transports, endpoint, B2BUA, media engine, timers."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self._loop = asyncio.get_running_loop()
         self.endpoint = SipEndpoint(config.sip, user_agent=f"mediacore/{__version__}")
-        self.b2bua = B2BUA(config, self.endpoint)
         self.transports = SipTransports(
             self._on_message,
             self._on_stream_error,
             max_message_size=config.sip.limits.max_message_size,
             tcp_idle_timeout=config.sip.tcp_idle_timeout,
         )
+        self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
+        self.prompts = PromptLibrary()
+        self.b2bua: B2BUA | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
+        self._tasks: list[asyncio.Task[None]] = []
+        # Loop time to wall time, fixed at start: CDR times follow the
+        # monotonic clock, so a clock step mid-call cannot bend a duration.
+        self._wall_offset = time.time() - self._loop.time()
 
     async def start(self) -> None:
         await self.transports.listen(self.config.sip.listen)
+        self.b2bua = B2BUA(
+            self.config,
+            self.endpoint,
+            media_factory=self._media_for,
+            local=self._local_contact(),
+            recordings_dir=self.config.storage.dir / "recordings",
+            on_call_ended=self._call_ended,
+            wall_clock=lambda now: datetime.fromtimestamp(now + self._wall_offset, UTC),
+            node=socket.gethostname(),
+        )
+        self.engine.start(self._loop, self._on_media_events)
+        self._tasks.append(self._loop.create_task(self._watch_inactivity()))
+
+    def _local_contact(self) -> LocalContact:
+        udp = self.transports.bound(UDP)
+        bound = udp[0] if udp else self.transports.bound(TCP)[0]
+        return LocalContact(self.config.sip.advertised_address, bound.port, bound.transport)
+
+    def _media_for(self, call_id: str) -> EngineMedia:
+        return EngineMedia(call_id, self.engine, self.prompts, self._prompt_done)
+
+    def _prompt_done(self, call_id: str) -> None:
+        assert self.b2bua is not None
+        self._dispatch(self.b2bua.announcement_finished(call_id, self._now()))
+
+    def _on_media_events(self, events: list[MediaEvent]) -> None:
+        for event in events:
+            if isinstance(event, DtmfEvent):
+                log.info("call -: DTMF %s on session %s leg %s", event.digit,
+                         event.session.id, event.leg.name)
+
+    def _call_ended(self, call: Call) -> None:
+        # The CDR's journal and Redis publication come with the records
+        # plane; until then it is logged in full, so no call goes unbilled.
+        log.info("call %s: CDR %s", call.id, json.dumps(call.cdr().to_fields()))
+
+    async def _watch_inactivity(self) -> None:
+        timeout = self.config.rtp.inactivity_timeout
+        while True:
+            await asyncio.sleep(1.0)
+            assert self.b2bua is not None
+            for call in list(self.b2bua.calls.values()):
+                media = call.media
+                if (call.state in (CallState.BRIDGED, CallState.ANSWERING)
+                        and isinstance(media, EngineMedia) and media.idle_seconds() > timeout):
+                    self._dispatch(self.b2bua.media_inactive(call.id, self._now()))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -53,10 +114,49 @@ class Server:
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
 
+    async def drain(self, timeout: float) -> None:
+        """Refuse new calls (503), let calls in progress end for ``timeout`` s, then end them."""
+        assert self.b2bua is not None
+        self.endpoint.refuse_new_calls = True
+        deadline = self._loop.time() + timeout
+        if self.b2bua.calls:
+            log.info("draining: %d calls in progress, up to %.0fs", len(self.b2bua.calls),
+                     timeout)
+        while self.b2bua.calls and self._loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        if self.b2bua.calls:
+            log.info("drain timeout: ending %d calls", len(self.b2bua.calls))
+            self._dispatch(self.b2bua.hang_up_all(self._now(), "server shutting down"))
+            # Give the BYEs their first transmissions and a chance of a 200.
+            await asyncio.sleep(0.5)
+
+    def reload(self, path: str | None) -> None:
+        """SIGHUP: a new number plan for new calls; a bad file changes nothing."""
+        if path is None:
+            log.info("reload: no config file to reload (running on the bundled example)")
+            return
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            log.error("reload refused, keeping the running config:\n%s", error)
+            return
+        assert self.b2bua is not None
+        try:
+            self.b2bua.reload(config)
+        except ValueError as error:
+            log.error("reload refused, keeping the running config: %s", error)
+            return
+        if config.sip.listen != self.config.sip.listen or config.rtp != self.config.rtp:
+            log.warning("reload: listen addresses and [rtp] take effect only on restart")
+        log.info("reloaded %s: %d numbers", path, len(config.numbers))
+
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         if self._timer is not None:
             self._timer.cancel()
         await self.transports.close()
+        self.engine.close()
 
     # --- the edge ------------------------------------------------------------------
 
@@ -75,7 +175,7 @@ class Server:
         for output in pending:  # the TU's outputs are appended and handled in turn
             if isinstance(output, Transmit):
                 self.transports.send(output.data, output.peer)
-            else:
+            elif self.b2bua is not None:
                 try:
                     pending += self.b2bua.handle(output, now)
                 except Exception:
@@ -83,7 +183,10 @@ class Server:
         self._arm_timer()
 
     def _arm_timer(self) -> None:
-        deadline = self.endpoint.next_deadline()
+        candidates = [self.endpoint.next_deadline()]
+        if self.b2bua is not None:
+            candidates.append(self.b2bua.next_deadline())
+        deadline = min((d for d in candidates if d is not None), default=None)
         if self._timer is not None:
             if deadline is not None and self._timer.when() == deadline:
                 return
@@ -94,7 +197,11 @@ class Server:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._dispatch(self.endpoint.handle_timer(self._now()))
+        now = self._now()
+        outputs = self.endpoint.handle_timer(now)
+        if self.b2bua is not None:
+            outputs += self.b2bua.handle_timer(now)
+        self._dispatch(outputs)
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -117,22 +224,26 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, config_path: str | None) -> int:
     tune_garbage_collector()
     server = Server(config)
     try:
         await server.start()
     except OSError as error:
         log.error("cannot listen: %s", error)
+        await server.close()
         return 1
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reload, config_path)
     listening = ", ".join(str(a) for a in config.sip.listen)
     log.info("mediacore %s ready: %s; listening on %s", __version__, config.source, listening)
     await server.wait_stopped()
-    log.info("stopping")
+    log.info("stopping: no new calls")
+    await server.drain(config.sip.drain_timeout)
     await server.close()
+    log.info("stopped")
     return 0
 
 
@@ -151,5 +262,5 @@ def serve(config_path: str | None) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.run(_serve(config))
-    return uvloop.run(_serve(config))
+        return asyncio.run(_serve(config, config_path))
+    return uvloop.run(_serve(config, config_path))

@@ -74,6 +74,8 @@ class SipConfig:
     timers: SipTimers = field(default_factory=SipTimers)
     limits: SipLimits = field(default_factory=SipLimits)
     tcp_idle_timeout: float = 300.0
+    #: SIGTERM: how long calls in progress may go on before they are ended.
+    drain_timeout: float = 30.0
 
     def is_trusted(self, host: str) -> bool:
         try:
@@ -242,7 +244,7 @@ def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
     with r.at("sip"):
         r.unknown_keys(table, {"listen", "advertised_address", "trusted_sources", "t1", "t2",
                                "t4", "max_message_size", "max_headers", "max_line_length",
-                               "tcp_idle_timeout"})
+                               "tcp_idle_timeout", "drain_timeout"})
         listen: list[ListenAddress] = []
         for index, item in enumerate(r.value(table, "listen", list, [])):
             with r.at(f"listen[{index}]"):
@@ -287,6 +289,9 @@ def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
             limits=limits,
             tcp_idle_timeout=float(r.value(table, "tcp_idle_timeout", (int, float),
                                            default.tcp_idle_timeout, _positive)),
+            drain_timeout=float(r.value(table, "drain_timeout", (int, float),
+                                        default.drain_timeout,
+                                        lambda v: None if v >= 0 else "must not be negative")),
         )
 
 

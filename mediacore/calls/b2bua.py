@@ -1,18 +1,31 @@
-"""The transaction user above the SIP endpoint: what happens to each request.
+"""The transaction user above the SIP endpoint: which call each event belongs to.
 
-This is the first step of the B2BUA (see the call-control issue): it looks
-the dialled number up in the number plan and answers what it can answer
-without media. A known number is answered 480 Temporarily Unavailable
-until forwarding exists, with a Warning that says so, rather than pretending
-to connect; an unknown number gets 404. In-dialog requests for dialogs we do
-not have get 481 (RFC 3261 12.2.2), an unmatched CANCEL 481 (9.2).
+The B2BUA routes new INVITEs to new :class:`~mediacore.calls.call.Call`\\ s
+and every later event (responses from targets, in-dialog requests from
+either side, CANCEL, timeouts, media events, timers) to the call it belongs
+to. It answers what needs no call: OPTIONS inside a dialog, 481 for
+dialogs and transactions we do not know (RFC 3261 12.2.2, 9.2), 404 for
+numbers not in the plan. Sans-IO: events and ``now`` in, outputs out; the
+media plane is reached through a factory of :class:`CallMedia` objects.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import secrets
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
+from mediacore.calls.call import Call, CallError, LocalContact, OutboundLeg
+from mediacore.calls.media import CallMedia, Side
+from mediacore.calls.privacy import identify_caller
+from mediacore.calls.routing import NumberingPlan, NumberPlan, RoutingError, dialled_number
 from mediacore.config import Config
+from mediacore.sip import message as sip
 from mediacore.sip.endpoint import (
     Event,
     Output,
@@ -21,56 +34,266 @@ from mediacore.sip.endpoint import (
     SipEndpoint,
     TransactionTimedOut,
 )
-from mediacore.sip.uri import SipURI, TelURI
+from mediacore.sip.transaction import (
+    ClientTransaction,
+    ServerInviteTransaction,
+    ServerTransaction,
+)
 
 log = logging.getLogger("mediacore.calls")
 
+MediaFactory = Callable[[str], CallMedia]
+CallEnded = Callable[[Call], None]
 
-def dialled_number(request_uri: object) -> str | None:
-    """The number as dialled: the user part of a sip: R-URI, or a tel: number."""
-    if isinstance(request_uri, SipURI):
-        return request_uri.user
-    if isinstance(request_uri, TelURI):
-        return request_uri.number
-    return None
+
+def new_call_id() -> str:
+    """Our own call id: sortable by time of day, unique, short enough for log lines."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class _LegRef:
+    call: Call
+    leg: OutboundLeg
 
 
 class B2BUA:
-    """Decides what each request gets. Sans-IO: events in, outputs out."""
+    """Decides what each SIP event does, and keeps the map from events to calls."""
 
-    def __init__(self, config: Config, endpoint: SipEndpoint) -> None:
+    def __init__(
+        self,
+        config: Config,
+        endpoint: SipEndpoint,
+        *,
+        media_factory: MediaFactory,
+        local: LocalContact,
+        recordings_dir: Path,
+        on_call_ended: CallEnded,
+        wall_clock: Callable[[float], datetime],
+        numbering: NumberingPlan | None = None,
+        node: str = "",
+    ) -> None:
         self.config = config
         self.endpoint = endpoint
+        self.media_factory = media_factory
+        self.local = local
+        self.recordings_dir = recordings_dir
+        self.on_call_ended = on_call_ended
+        self.wall_clock = wall_clock
+        self.node = node
+        self.numbering = numbering or NumberingPlan()
+        self.plan = NumberPlan(config.numbers, self.numbering)
+        self.calls: dict[str, Call] = {}
+        self._by_invite: dict[ServerInviteTransaction, Call] = {}
+        self._by_dialog: dict[Hashable, tuple[Call, Side]] = {}
+        self._by_client: dict[ClientTransaction, _LegRef] = {}
+        self._timers: list[tuple[float, int, Call]] = []
+        self._sequence = itertools.count()
+
+    def reload(self, config: Config) -> None:
+        """A new number plan for new calls; calls in progress keep theirs."""
+        self.plan = NumberPlan(config.numbers, self.numbering)
+        self.config = config
+
+    # --- events --------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Output]:
         if isinstance(event, RequestReceived):
             return self._request(event, now)
-        if isinstance(event, ResponseReceived | TransactionTimedOut):
-            return []  # no client transactions yet
+        if isinstance(event, ResponseReceived):
+            return self._response(event, now)
+        if isinstance(event, TransactionTimedOut):
+            return self._timed_out(event, now)
         return []
 
     def _request(self, event: RequestReceived, now: float) -> list[Output]:
         request, transaction = event.request, event.transaction
-        if transaction is None:
-            return []  # an ACK for a 2xx of ours: nothing to confirm yet
-        call_id = request.call_id
-        if request.method == "CANCEL":
+        method = request.method
+        if method == "ACK":
+            found = self._by_dialog.get((request.call_id, request.to_tag))
+            if found is not None and found[1] is Side.CALLER:
+                return self._after(found[0], found[0].caller_acked(now))
+            return []
+        assert transaction is not None
+        if method == "CANCEL":
             invite = self.endpoint.find_invite(request)
-            status = 200 if invite is not None else 481
-            return self.endpoint.respond(transaction, status, now=now)
+            call = self._by_invite.get(invite) if invite is not None else None
+            outputs = self.endpoint.respond(transaction, 200 if invite else 481, now=now)
+            if call is not None:
+                outputs += self._after(call, call.caller_cancelled(now))
+            return outputs
         if request.to_tag is not None:
-            log.info("call %s: %s for an unknown dialog: 481", call_id, request.method)
-            return self.endpoint.respond(transaction, 481, now=now)
-        if request.method != "INVITE":
-            return self.endpoint.respond(transaction, 481, now=now)
-        number = dialled_number(request.uri)
-        plan = self.config.number(number) if number else None
-        if plan is None:
-            log.info("call %s: INVITE for unknown number %s: 404", call_id, number)
+            return self._in_dialog(request, transaction, now)
+        if method == "INVITE":
+            assert isinstance(transaction, ServerInviteTransaction)
+            return self._new_call(request, transaction, now)
+        return self.endpoint.respond(transaction, 481, now=now)
+
+    def _new_call(self, request: sip.Request, transaction: ServerInviteTransaction,
+                  now: float) -> list[Output]:
+        try:
+            route = self.plan.lookup(request)
+        except RoutingError as error:
+            log.info("call -: INVITE %s refused %s %s", request.call_id, error.status,
+                     error.reason)
+            return self.endpoint.respond(transaction, error.status, error.reason, now=now)
+        if route is None:
+            log.info("call -: INVITE %s for %s: not in the number plan: 404",
+                     request.call_id, dialled_number(request, self.numbering))
             return self.endpoint.respond(transaction, 404, "Not Found", now=now)
-        log.info("call %s: INVITE for %s (owner %s): forwarding not built yet, 480",
-                 call_id, plan.number, plan.owner)
-        return self.endpoint.respond(
-            transaction, 480, "Temporarily Unavailable", now=now,
-            headers=(("Warning", '399 mediacore "call forwarding is not available yet"'),),
+        call_id = new_call_id()
+        try:
+            media = self.media_factory(call_id)
+        except CallError as error:
+            log.warning("call %s: no media for the call: %s", call_id, error.reason)
+            return self.endpoint.respond(transaction, error.status, error.reason, now=now,
+                                         headers=(("Retry-After", "5"),))
+        call = Call(
+            id=call_id,
+            number=route.config,
+            caller=identify_caller(request, self.numbering),
+            invite=request,
+            transaction=transaction,
+            endpoint=self.endpoint,
+            media=media,
+            local=self.local,
+            started=now,
+            wall_start=self.wall_clock(now),
+            recordings_dir=self.recordings_dir,
+            node=self.node,
         )
+        self.calls[call_id] = call
+        self._by_invite[transaction] = call
+        log.info("call %s: INVITE %s for %s (owner %s)", call_id, request.call_id,
+                 route.number, route.config.owner)
+        return self._after(call, call.start(now))
+
+    def _in_dialog(self, request: sip.Request, transaction: ServerTransaction,
+                   now: float) -> list[Output]:
+        found = self._by_dialog.get((request.call_id, request.to_tag))
+        if found is None:
+            log.info("call -: %s for an unknown dialog: 481", request.method)
+            return self.endpoint.respond(transaction, 481, now=now)
+        call, side = found
+        method = request.method
+        if method == "BYE":
+            outputs = self.endpoint.respond(transaction, 200, now=now)
+            return outputs + self._after(call, call.bye_from(side, now))
+        if method in ("INVITE", "UPDATE") and call.answer_sdp:
+            # Refreshes and re-offers are answered with the session we already
+            # agreed: our address and codec do not change mid-call.
+            return self.endpoint.respond(
+                transaction, 200, now=now, to_tag=request.to_tag, body=call.answer_sdp
+                if side is Side.CALLER else call.offer_to_targets,
+                headers=(("Contact", self.local.contact()),
+                         ("Content-Type", "application/sdp")))
+        return self.endpoint.respond(transaction, 200, now=now, to_tag=request.to_tag)
+
+    def _response(self, event: ResponseReceived, now: float) -> list[Output]:
+        transaction = event.transaction
+        ref = self._by_client.get(transaction) if transaction is not None else None
+        if ref is None:
+            return self._stray_response(event.response, now)
+        outputs = ref.call.target_response(ref.leg, event.response, now)
+        if ref.call.ended and event.response.status >= 200:
+            self._by_client.pop(transaction, None)  # type: ignore[arg-type]
+        return self._after(ref.call, outputs)
+
+    def _stray_response(self, response: sip.Response, now: float) -> list[Output]:
+        """A 2xx retransmission after its transaction ended: ACK it again (13.2.2.4)."""
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            return []
+        found = self._by_dialog.get((response.call_id, response.from_tag))
+        if found is None:
+            return []
+        call, _ = found
+        leg = call.leg
+        if leg is not None and leg.dialog is not None:
+            return call.target_response(leg, response, now)
+        return []
+
+    def _timed_out(self, event: TransactionTimedOut, now: float) -> list[Output]:
+        transaction = event.transaction
+        if isinstance(transaction, ClientTransaction):
+            ref = self._by_client.pop(transaction, None)
+            if ref is not None and transaction.request.method == "INVITE":
+                return self._after(ref.call, ref.call.target_timed_out(ref.leg, now))
+            return []
+        if isinstance(transaction, ServerInviteTransaction) and event.timer == "L":
+            call = self._by_invite.get(transaction)
+            if call is not None:
+                return self._after(call, call.hang_up(now, "the caller never ACKed our 200"))
+        return []
+
+    # --- media and time ------------------------------------------------------------------
+
+    def announcement_finished(self, call_id: str, now: float) -> list[Output]:
+        call = self.calls.get(call_id)
+        return [] if call is None else self._after(call, call.announcement_finished(now))
+
+    def media_inactive(self, call_id: str, now: float) -> list[Output]:
+        call = self.calls.get(call_id)
+        if call is None:
+            return []
+        return self._after(call, call.hang_up(now, "no RTP from either side"))
+
+    def hang_up_all(self, now: float, reason: str) -> list[Output]:
+        outputs: list[Output] = []
+        for call in list(self.calls.values()):
+            outputs += self._after(call, call.hang_up(now, reason))
+        return outputs
+
+    def next_deadline(self) -> float | None:
+        heap = self._timers
+        while heap:
+            deadline, _, call = heap[0]
+            if not call.ended and call.next_deadline() == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> list[Output]:
+        outputs: list[Output] = []
+        while self._timers and self._timers[0][0] <= now:
+            deadline, _, call = heapq.heappop(self._timers)
+            if call.ended or call.next_deadline() != deadline:
+                continue
+            outputs += self._after(call, call.handle_timer(now))
+        return outputs
+
+    # --- book-keeping ------------------------------------------------------------------
+
+    def _after(self, call: Call, outputs: list[Output]) -> list[Output]:
+        """Index what the call created, forget what it ended, schedule its timers."""
+        leg = call.leg
+        for candidate in (leg, *call.abandoned):
+            if candidate is None:
+                continue
+            self._by_client.setdefault(candidate.transaction, _LegRef(call, candidate))
+            if candidate.dialog is not None:
+                key = (candidate.dialog.call_id, candidate.dialog.local_tag)
+                self._by_dialog.setdefault(key, (call, Side.CALLEE))
+        if call.caller_dialog is not None:
+            self._by_dialog.setdefault((call.invite.call_id, call.local_tag),
+                                       (call, Side.CALLER))
+        if call.ended:
+            self._forget(call)
+        elif (deadline := call.next_deadline()) is not None:
+            heapq.heappush(self._timers, (deadline, next(self._sequence), call))
+        return outputs
+
+    def _forget(self, call: Call) -> None:
+        """Drop an ended call's indexes, except outbound INVITEs still pending: a
+        target may yet answer one with a 2xx that must be ACKed and BYEd."""
+        if self.calls.pop(call.id, None) is None:
+            return
+        self._by_invite.pop(call.transaction, None)
+        for key in [k for k, (c, _) in self._by_dialog.items() if c is call]:
+            del self._by_dialog[key]
+        for transaction in [t for t, ref in self._by_client.items()
+                            if ref.call is call and ref.leg.final_status is not None]:
+            del self._by_client[transaction]
+        try:
+            self.on_call_ended(call)
+        except Exception:
+            log.exception("call %s: recording its end failed", call.id)

@@ -33,13 +33,16 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mediacore.calls.b2bua import B2BUA
-from mediacore.config import Config
+from mediacore.calls.call import LocalContact
+from mediacore.config import Config, NumberConfig
 from mediacore.sip import message as sip
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
 from mediacore.sip.transport import Peer
+from tests.support.media import FakeMedia
 from tests.support.messages import CARRIER_INVITE, TARGET_200_OK
 
 TORTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "sip-torture" / "rfc4475"
@@ -117,9 +120,16 @@ class Stats:
 def run(cases: int, seed: int, on_failure: Callable[[str], None] | None = None) -> Stats:
     rng = random.Random(seed)
     corpus = seeds()
-    config = Config(source="fuzz")
+    # The torture messages' numbers are in the plan, so that mutated INVITEs
+    # also start calls, dial a target and run their timers out.
+    numbers = tuple(NumberConfig(number=n, owner="fuzz", targets=("sip:t@127.0.0.1:5080",))
+                    for n in ("+31900123456", "+15555555555"))
+    config = Config(source="fuzz", numbers=numbers)
     endpoint = SipEndpoint(config.sip)
-    b2bua = B2BUA(config, endpoint)
+    b2bua = B2BUA(config, endpoint, media_factory=lambda call_id: FakeMedia(),
+                  local=LocalContact("127.0.0.1", 5060), recordings_dir=Path("/nonexistent"),
+                  on_call_ended=lambda call: call.cdr(),
+                  wall_clock=lambda now: datetime(2026, 1, 1, tzinfo=UTC))
 
     def settle(outputs: list[Output], now: float) -> None:
         """Let the B2BUA answer what reaches it, as the server would."""

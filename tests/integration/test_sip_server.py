@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.server import MediacoreServer, basic_config, free_sip_port
-from tests.support.sipp import run_sipp
+from tests.support.sipp import SCENARIOS, run_sipp
 
 pytestmark = pytest.mark.integration
 
-SCENARIOS = Path(__file__).parent / "scenarios"
 SERVICE = "+31900123456"
 
 
@@ -60,13 +59,12 @@ def test_options_ping_is_answered(server: MediacoreServer, sipp_binary: str, tmp
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])
-@pytest.mark.parametrize(("service", "status"), [(SERVICE, 480), ("+3100000000", 404)])
 def test_invite_gets_a_final_answer_and_is_acked(
-    server: MediacoreServer, sipp_binary: str, tmp_path: Path, transport: str, service: str,
-    status: int,
+    server: MediacoreServer, sipp_binary: str, tmp_path: Path, transport: str
 ) -> None:
-    code, output = sipp(server, sipp_binary, tmp_path, rejected_scenario(tmp_path, status),
-                        service=service, transport=transport, calls=2)
+    """A number not in the plan: 404, ACKed (forwarded calls: test_call_end_to_end)."""
+    code, output = sipp(server, sipp_binary, tmp_path, rejected_scenario(tmp_path, 404),
+                        service="+3100000000", transport=transport, calls=2)
     assert code == 0, output
     assert "SIP/2.0 100 Trying" in output  # at once, before the final answer
 
@@ -92,7 +90,7 @@ def test_retransmitted_invite_is_answered_but_handled_once(server: MediacoreServ
         "Contact: <sip:caller@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n"
         "Content-Length: 0\r\n\r\n"
     )
-    before = server.log.count("INVITE for unknown number +3122")
+    before = server.log.count("for +3122: not in the number plan")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(5)
@@ -111,8 +109,8 @@ def test_retransmitted_invite_is_answered_but_handled_once(server: MediacoreServ
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(data.replace(b"+3122", b"+3133").replace(b"copy-1", b"copy-2"),
                     ("127.0.0.1", server.sip_port))
-    server.wait_for_log("INVITE for unknown number +3133")
-    assert server.log.count("INVITE for unknown number +3122") == before + 1
+    server.wait_for_log("for +3133: not in the number plan")
+    assert server.log.count("for +3122: not in the number plan") == before + 1
 
 
 def test_invite_from_an_untrusted_source_gets_403_and_a_log_line(

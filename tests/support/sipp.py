@@ -48,3 +48,7 @@ def run_sipp(
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+#: The project's SIPp scenarios (used by tests, benchmarks and the demo).
+SCENARIOS = Path(__file__).resolve().parents[2] / "sipp-scenarios"

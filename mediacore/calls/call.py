@@ -1,0 +1,545 @@
+"""One call through the B2BUA, from the carrier's INVITE to the last BYE. Sans-IO.
+
+A :class:`Call` owns the inbound leg (A, the caller, whose INVITE we answer)
+and, one after another, the outbound legs (B, one per target tried). It is
+driven by the B2BUA with SIP events, media events and timer deadlines, and
+acts through the endpoint (SIP outputs) and :class:`~mediacore.calls.media.CallMedia`.
+
+Media is always anchored: the caller gets *our* SDP answer (our address,
+leg A port, one codec chosen from their offer), and every target gets *our*
+offer (leg B port, that same codec plus telephone-event). So no transcoding
+is needed, the recording has one codec per leg, and the caller's session
+description never changes when the call moves from one target to the next.
+
+The flow: route → (announcement as early media, 183) → targets in order,
+each for ``ring_timeout`` (486/600: busy, others and timeouts: next) →
+first 200 OK bridged, ACKed on both legs, recording started → BYE from
+either side, ``max_duration`` or media inactivity ends both legs → one CDR.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from pathlib import Path
+
+from mediacore.calls.media import CallMedia, RecordingResult, Side
+from mediacore.calls.privacy import CallerIdentity, diversion_header, outbound_identity
+from mediacore.config import NumberConfig
+from mediacore.records.cdr import Cdr
+from mediacore.sip import message as sip
+from mediacore.sip import sdp
+from mediacore.sip.dialog import Dialog, new_branch, new_call_id, new_tag
+from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
+from mediacore.sip.transaction import ClientTransaction, ServerInviteTransaction
+from mediacore.sip.transport import TCP, UDP, Peer
+from mediacore.sip.uri import SipURI, parse_uri
+
+log = logging.getLogger("mediacore.calls")
+
+#: The prompt played before recording when the number names none.
+DEFAULT_RECORDING_NOTICE = "recording-notice"
+BUSY_STATUSES = frozenset({486, 600})
+
+
+class CallState(Enum):
+    ANNOUNCING = "announcing"
+    DIALING = "dialing"
+    ANSWERING = "answering"  # 200 sent to the caller, waiting for their ACK
+    BRIDGED = "bridged"
+    ENDED = "ended"
+
+
+class CallError(Exception):
+    """A call that cannot start; ``status`` is the answer to the caller."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class LocalContact:
+    """How we appear in our own requests: Via sent-by and Contact, per transport."""
+
+    host: str
+    port: int
+    transport: str = UDP
+
+    def via(self, branch: str) -> str:
+        return f"SIP/2.0/{self.transport.upper()} {self.host}:{self.port};branch={branch};rport"
+
+    def contact(self) -> str:
+        suffix = ";transport=tcp" if self.transport == TCP else ""
+        return f"<sip:mediacore@{self.host}:{self.port}{suffix}>"
+
+
+def next_hop(request: sip.Request) -> Peer:
+    """Where to send a request of ours: the first Route, else the Request-URI (RFC 3261 8.1.2).
+
+    Hosts must be IP addresses: targets and trunks are configured as such
+    (no DNS lookups on the signalling path).
+    """
+    routes = request.routes
+    uri = routes[0].uri if routes else request.uri
+    if not isinstance(uri, SipURI):
+        raise CallError(502, f"cannot send to {uri}")
+    transport = (uri.param("transport") or UDP).lower()
+    if uri.scheme == "sips":
+        transport = TCP  # TLS is not offered yet; sips over TCP is the nearest
+    return Peer(transport if transport in (UDP, TCP) else UDP, uri.host, uri.port or 5060)
+
+
+@dataclass(eq=False)
+class OutboundLeg:
+    """One attempt at one target (RFC 3261: a new dialog, a new Call-ID)."""
+
+    target: str
+    request: sip.Request
+    transaction: ClientTransaction
+    peer: Peer
+    provisional: bool = False
+    cancelled: bool = False  # we gave up on it (ring timeout, caller hung up)
+    dialog: Dialog | None = None
+    final_status: int | None = None
+
+
+@dataclass(eq=False)
+class Call:
+    id: str
+    number: NumberConfig
+    caller: CallerIdentity
+    invite: sip.Request
+    transaction: ServerInviteTransaction
+    endpoint: SipEndpoint
+    media: CallMedia
+    local: LocalContact
+    started: float
+    wall_start: datetime
+    recordings_dir: Path
+    node: str = ""
+    state: CallState = CallState.DIALING
+    local_tag: str = field(default_factory=new_tag)
+    choice: sdp.CodecChoice | None = None
+    answer_sdp: bytes = b""
+    offer_to_targets: bytes = b""
+    target_index: int = -1
+    leg: OutboundLeg | None = None
+    abandoned: list[OutboundLeg] = field(default_factory=list)
+    caller_dialog: Dialog | None = None
+    early_media_sent: bool = False
+    deadlines: dict[str, float] = field(default_factory=dict)
+    # What the CDR says.
+    answered_at: float | None = None
+    ended_at: float | None = None
+    disposition: str = "failed"
+    sip_status: int = 0
+    hangup_by: str = "system"
+    delivered_to: str = ""
+    recording: RecordingResult | None = None
+    recording_id: str = ""
+    last_failure: int | None = None
+    busy_seen: bool = False
+
+    # --- start ------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Output]:
+        """Negotiate media with the caller's offer, then announce or dial."""
+        try:
+            self._negotiate(self.invite)
+        except CallError as error:
+            return self._reject(error.status, error.reason, now, disposition="rejected")
+        prompt = self.number.announcement or (
+            DEFAULT_RECORDING_NOTICE if self.number.record else None)
+        if prompt is not None:
+            self.state = CallState.ANNOUNCING
+            outputs = self._early_media(now)
+            self.media.play(prompt)
+            self._log("playing %s to the caller before forwarding", prompt)
+            return outputs
+        return self._dial_next(now)
+
+    def _negotiate(self, invite: sip.Request) -> None:
+        body = _sdp_body(invite)
+        if body is None:
+            raise CallError(488, "An SDP offer is required in the INVITE")
+        try:
+            offer = sdp.parse(body)
+            choice = sdp.select_codec(offer)
+            remote = sdp.peer_media(offer, choice.media_index)
+        except sdp.SdpError as error:
+            raise CallError(488, f"Not Acceptable Here: {error}") from None
+        self.choice = choice
+        media = self.media
+        if remote is not None:
+            media.set_remote(Side.CALLER, remote.address, remote.port, remote.rtcp_port)
+        media.set_codec(Side.CALLER, choice.payload_type, choice.encoding,
+                        choice.telephone_event)
+        answer = sdp.make_answer(offer, media.address, media.port(Side.CALLER), choice,
+                                 sdp.Origin.new(media.address))
+        self.answer_sdp = answer.serialize()
+        onward = sdp.make_answer(offer, media.address, media.port(Side.CALLEE), choice,
+                                 sdp.Origin.new(media.address))
+        # What we answered the caller is what we offer the target: one codec,
+        # sending and receiving (an offer is not an answer to "sendonly").
+        for media_line in onward.media:
+            if media_line.port:
+                media_line.direction = "sendrecv"
+        self.offer_to_targets = onward.serialize()
+
+    # --- the caller's side ------------------------------------------------------------
+
+    def _answer_caller(self, status: int, now: float, *, body: bytes = b"",
+                       reason: str | None = None) -> list[Output]:
+        headers = [("Contact", self.local.contact())]
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        response = sip.make_response(
+            self.invite, status, reason, to_tag=self.local_tag,
+            extra_headers=[("Server", self.endpoint.user_agent), *headers], body=body)
+        if 200 <= status < 300:
+            self.caller_dialog = Dialog.from_uas(self.invite, response)
+        return self.endpoint.send_response(self.transaction, response, now)
+
+    def _early_media(self, now: float) -> list[Output]:
+        if self.early_media_sent:
+            return []
+        self.early_media_sent = True
+        return self._answer_caller(183, now, body=self.answer_sdp, reason="Session Progress")
+
+    def _reject(self, status: int, reason: str, now: float, *, disposition: str
+                ) -> list[Output]:
+        self._log("answering the caller %s %s", status, reason)
+        outputs = self.endpoint.respond(self.transaction, status, reason, now=now,
+                                        to_tag=self.local_tag)
+        return outputs + self._end(now, disposition=disposition, status=status,
+                                   hangup_by="system")
+
+    def announcement_finished(self, now: float) -> list[Output]:
+        if self.state is not CallState.ANNOUNCING:
+            return []
+        self.state = CallState.DIALING
+        return self._dial_next(now)
+
+    def caller_cancelled(self, now: float) -> list[Output]:
+        """CANCEL from the caller before our final answer: 487, CANCEL onward (9.2)."""
+        if self.state in (CallState.BRIDGED, CallState.ANSWERING, CallState.ENDED):
+            return []
+        self._log("caller cancelled")
+        self.media.stop_playing()
+        outputs = self.endpoint.respond(self.transaction, 487, "Request Terminated", now=now,
+                                        to_tag=self.local_tag)
+        outputs += self._abandon_leg(now)
+        return outputs + self._end(now, disposition="cancelled", status=487,
+                                   hangup_by="caller")
+
+    def caller_acked(self, now: float) -> list[Output]:
+        if self.state is CallState.ANSWERING:
+            self.state = CallState.BRIDGED
+        return []
+
+    # --- targets -----------------------------------------------------------------
+
+    def _dial_next(self, now: float) -> list[Output]:
+        targets = self.number.targets
+        while self.target_index + 1 < len(targets):
+            self.target_index += 1
+            target = targets[self.target_index]
+            try:
+                return self._dial(target, now)
+            except CallError as error:
+                self._log("cannot dial target %d: %s", self.target_index + 1, error.reason)
+                self.last_failure = error.status
+        return self._all_targets_failed(now)
+
+    def _dial(self, target: str, now: float) -> list[Output]:
+        identity = outbound_identity(self.caller, self.local.host)
+        max_forwards = self.invite.max_forwards
+        forwards = 70 if max_forwards is None else max(min(max_forwards - 1, 70), 1)
+        headers: list[tuple[str, str]] = [
+            ("Via", self.local.via(new_branch())),
+            ("Max-Forwards", str(forwards)),
+            *identity.headers(from_tag=new_tag()),
+            ("To", f"<{target}>"),
+            ("Call-ID", new_call_id(self.local.host)),
+            ("CSeq", "1 INVITE"),
+            ("Contact", self.local.contact()),
+            ("Diversion", diversion_header(self.number.number, self.local.host)),
+            ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
+            ("Supported", "timer"),
+            ("User-Agent", self.endpoint.user_agent),
+            ("Content-Type", "application/sdp"),
+        ]
+        try:
+            request = sip.Request("INVITE", parse_uri(target), headers, self.offer_to_targets)
+        except (ValueError, sip.ParseError) as error:
+            raise CallError(502, f"bad target {target}: {error}") from None
+        peer = next_hop(request)
+        transaction, outputs = self.endpoint.send_request(request, peer, now)
+        self.leg = OutboundLeg(target, request, transaction, peer)
+        self.state = CallState.DIALING
+        self.deadlines["ring"] = now + self.number.ring_timeout
+        self._log("dialling target %d of %d (%s)", self.target_index + 1,
+                  len(self.number.targets), target)
+        return outputs
+
+    def target_response(self, leg: OutboundLeg, response: sip.Response, now: float
+                        ) -> list[Output]:
+        status = response.status
+        if leg is not self.leg or leg.cancelled:
+            return self._late_response(leg, response, now)
+        if status < 200:
+            return self._target_progress(leg, response, now)
+        if status < 300:
+            return self._target_answered(leg, response, now)
+        leg.final_status = status
+        self._log("target %d answered %s", self.target_index + 1, status)
+        self.deadlines.pop("ring", None)
+        self.last_failure = status
+        self.busy_seen |= status in BUSY_STATUSES
+        self.leg = None
+        return self._dial_next(now)
+
+    def _target_progress(self, leg: OutboundLeg, response: sip.Response, now: float
+                         ) -> list[Output]:
+        if response.status == 100:
+            return []
+        leg.provisional = True
+        outputs: list[Output] = []
+        body = _sdp_body(response)
+        if body is not None:
+            self._take_target_sdp(body)
+        if body is not None or self.early_media_sent:
+            # The target's ringback or announcement reaches the caller through
+            # our relay: the caller keeps our SDP.
+            outputs += self._early_media(now)
+        elif response.status == 180:
+            outputs += self.endpoint.send_response(self.transaction, sip.make_response(
+                self.invite, 180, to_tag=self.local_tag,
+                extra_headers=[("Contact", self.local.contact())]), now)
+        if leg.cancelled:  # a CANCEL waited for this provisional (9.1)
+            outputs += self._send_cancel(leg, now)
+        return outputs
+
+    def _take_target_sdp(self, body: bytes) -> None:
+        try:
+            answer = sdp.parse(body)
+        except sdp.SdpError as error:
+            self._log("target's SDP ignored: %s", error)
+            return
+        remote = sdp.peer_media(answer)
+        if remote is not None:
+            self.media.set_remote(Side.CALLEE, remote.address, remote.port, remote.rtcp_port)
+
+    def _target_answered(self, leg: OutboundLeg, response: sip.Response, now: float
+                         ) -> list[Output]:
+        if leg.dialog is not None:
+            return [self._ack(leg)]  # a retransmitted 2xx: ACK it again
+        leg.dialog = Dialog.from_uac(leg.request, response)
+        leg.final_status = response.status
+        body = _sdp_body(response)
+        if body is not None:
+            self._take_target_sdp(body)
+        if self.choice is not None:
+            self.media.set_codec(Side.CALLEE, self.choice.payload_type, self.choice.encoding,
+                                 self.choice.telephone_event)
+        self.deadlines.pop("ring", None)
+        self.answered_at = now
+        self.delivered_to = leg.target
+        self.state = CallState.ANSWERING
+        self._log("target %d answered; bridged", self.target_index + 1)
+        outputs: list[Output] = [self._ack(leg)]
+        outputs += self._answer_caller(200, now, body=self.answer_sdp)
+        self.deadlines["max_duration"] = now + self.number.max_duration
+        if self.number.record:
+            path = self.recordings_dir / f"{self.id}.wav"
+            self.media.start_recording(path, channels=2)
+            self._log("recording to %s", path)
+        return outputs
+
+    def _ack(self, leg: OutboundLeg) -> Transmit:
+        assert leg.dialog is not None
+        ack = leg.dialog.create_request("ACK", via=self.local.via(new_branch()),
+                                        cseq=leg.request.cseq.number)
+        return self.endpoint.send_stateless(ack, next_hop(ack))
+
+    def _late_response(self, leg: OutboundLeg, response: sip.Response, now: float
+                       ) -> list[Output]:
+        """A target we gave up on answers after all: ACK and BYE a 2xx (RFC 3261 15)."""
+        if response.status >= 200:
+            leg.final_status = response.status
+        if 200 <= response.status < 300 and leg.dialog is None:
+            leg.dialog = Dialog.from_uac(leg.request, response)
+            self._log("target %s answered after we gave up; hanging it up", leg.target)
+            return [self._ack(leg), *self._bye(leg.dialog, now)]
+        if leg.cancelled and response.status < 200 and not leg.provisional:
+            leg.provisional = True
+            return self._send_cancel(leg, now)
+        return []
+
+    def target_timed_out(self, leg: OutboundLeg, now: float) -> list[Output]:
+        if leg is not self.leg:
+            return []
+        self._log("target %d did not answer the INVITE (timeout)", self.target_index + 1)
+        self.deadlines.pop("ring", None)
+        self.last_failure = 408
+        self.leg = None
+        return self._dial_next(now)
+
+    def _abandon_leg(self, now: float) -> list[Output]:
+        leg = self.leg
+        if leg is None:
+            return []
+        self.leg = None
+        leg.cancelled = True
+        self.abandoned.append(leg)
+        if leg.provisional:
+            return self._send_cancel(leg, now)
+        return []  # sent when the first provisional arrives (RFC 3261 9.1)
+
+    def _send_cancel(self, leg: OutboundLeg, now: float) -> list[Output]:
+        _, outputs = self.endpoint.send_request(sip.make_cancel(leg.request), leg.peer, now)
+        return outputs
+
+    def _all_targets_failed(self, now: float) -> list[Output]:
+        if self.busy_seen:
+            return self._reject(486, "Busy Here", now, disposition="busy")
+        no_answer = self.last_failure in (None, 408, 480, 487)
+        if no_answer:
+            return self._reject(480, "Temporarily Unavailable", now, disposition="no-answer")
+        return self._reject(480, "Temporarily Unavailable", now, disposition="failed")
+
+    # --- in the call ----------------------------------------------------------------
+
+    def bye_from(self, side: Side, now: float) -> list[Output]:
+        """BYE from one side (already answered 200 by the B2BUA): BYE the other."""
+        if self.state is CallState.ENDED:
+            return []
+        other = self.leg.dialog if side is Side.CALLER and self.leg else self.caller_dialog
+        outputs = self._bye(other, now) if other is not None else []
+        who = "caller" if side is Side.CALLER else "callee"
+        self._log("%s hung up", who)
+        return outputs + self._end(now, disposition="answered", status=200, hangup_by=who)
+
+    def _bye(self, dialog: Dialog | None, now: float) -> list[Output]:
+        if dialog is None or dialog.state.value == "terminated":
+            return []
+        bye = dialog.create_request("BYE", via=self.local.via(new_branch()))
+        dialog.terminate()
+        _, outputs = self.endpoint.send_request(bye, next_hop(bye), now)
+        return outputs
+
+    def hang_up(self, now: float, reason: str) -> list[Output]:
+        """The system ends the call (max duration, media inactivity, shutdown)."""
+        if self.state is CallState.ENDED:
+            return []
+        self._log("ending the call: %s", reason)
+        if self.state in (CallState.BRIDGED, CallState.ANSWERING):
+            outputs = self._bye(self.caller_dialog, now)
+            if self.leg is not None:
+                outputs += self._bye(self.leg.dialog, now)
+            return outputs + self._end(now, disposition="answered", status=200,
+                                       hangup_by="system")
+        self.media.stop_playing()
+        outputs = self._abandon_leg(now)
+        outputs += self.endpoint.respond(self.transaction, 480, "Temporarily Unavailable",
+                                         now=now, to_tag=self.local_tag)
+        return outputs + self._end(now, disposition="failed", status=480, hangup_by="system")
+
+    # --- time ------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return min(self.deadlines.values(), default=None)
+
+    def handle_timer(self, now: float) -> list[Output]:
+        outputs: list[Output] = []
+        for name, when in sorted(self.deadlines.items(), key=lambda item: item[1]):
+            if when > now or name not in self.deadlines:
+                continue
+            del self.deadlines[name]
+            if name == "ring" and self.state is CallState.DIALING:
+                self._log("target %d did not answer in %.0fs", self.target_index + 1,
+                          self.number.ring_timeout)
+                self.last_failure = 408
+                outputs += self._abandon_leg(now)
+                outputs += self._dial_next(now)
+            elif name == "max_duration":
+                outputs += self.hang_up(now, f"max_duration {self.number.max_duration:.0f}s")
+        return outputs
+
+    # --- the end --------------------------------------------------------------------
+
+    def _end(self, now: float, *, disposition: str, status: int, hangup_by: str
+             ) -> list[Output]:
+        if self.state is CallState.ENDED:
+            return []
+        self.state = CallState.ENDED
+        self.deadlines.clear()
+        self.ended_at = now
+        self.disposition = disposition if self.answered_at is None else "answered"
+        self.sip_status = status if self.answered_at is None else 200
+        self.hangup_by = hangup_by
+        self.media.stop_playing()
+        self.recording = self.media.stop_recording()
+        if self.recording is not None:
+            self.recording_id = self.id
+        self.media.close()
+        self._log("ended: %s (%s), hangup by %s", self.disposition, self.sip_status,
+                  self.hangup_by)
+        return []
+
+    @property
+    def ended(self) -> bool:
+        return self.state is CallState.ENDED
+
+    def cdr(self) -> Cdr:
+        """The call's one CDR. Times come from the monotonic clock of the call's
+        events, placed on the wall clock at the start, so that a clock step
+        during the call cannot make a duration negative or wrong."""
+        wall = self.wall_start
+
+        def at(moment: float | None) -> datetime | None:
+            return None if moment is None else wall + timedelta(seconds=moment - self.started)
+
+        end = at(self.ended_at) or wall
+        return Cdr(
+            call_id=self.id,
+            sip_call_id=self.invite.call_id,
+            number=self.number.number,
+            owner=self.number.owner,
+            caller=self.caller.record_value,
+            target=self.delivered_to,
+            start=wall,
+            answer=at(self.answered_at),
+            end=end,
+            disposition=self.disposition,
+            sip_status=self.sip_status,
+            hangup_by=self.hangup_by,
+            recording=self.recording_id,
+            node=self.node,
+        )
+
+    def _log(self, text: str, *args: object) -> None:
+        log.info(f"call {self.id}: {text}", *args)
+
+
+def _sdp_body(message: sip.Message) -> bytes | None:
+    """The SDP of a message: its body, or the application/sdp part of a multipart one."""
+    if not message.body:
+        return None
+    content_type = message.content_type
+    if content_type is None or content_type.mime == "application/sdp":
+        return message.body
+    if content_type.mime == "multipart/mixed" and content_type.boundary:
+        try:
+            parts = sip.split_multipart(message.body, content_type.boundary)
+        except sip.ParseError:
+            return None
+        for part in parts:
+            part_type = part.content_type
+            if part_type is not None and part_type.mime == "application/sdp":
+                return part.body
+    return None

@@ -1,0 +1,158 @@
+"""CallMedia on the real media plane: the RTP engine, prompts and the recorder.
+
+The call logic stays sans-IO; what takes time here runs as asyncio tasks:
+a prompt is paced at 20 ms per packet and the recording tap is drained
+every ``DRAIN_INTERVAL`` into the call's recorder. When a prompt ends, the
+``on_prompt_done`` callback tells the server, which feeds the event back to
+the B2BUA (``announcement_finished``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mediacore.calls.call import CallError
+from mediacore.calls.media import RecordingResult, Side
+from mediacore.rtp.engine import Leg, MediaEngine, Session
+from mediacore.rtp.player import Codec, PromptLibrary, PromptPlayer, play
+from mediacore.rtp.ports import PortsExhausted
+from mediacore.rtp.recorder import CallRecorder
+
+log = logging.getLogger("mediacore.calls")
+
+#: How often the recording tap is emptied into the recorder: well inside the
+#: recorder's 200 ms write-out delay, and cheap (one call per call per tick).
+DRAIN_INTERVAL = 0.05
+
+CODECS: dict[str, Codec] = {"PCMU": "ulaw", "PCMA": "alaw"}
+
+
+class EngineMedia:
+    """One call's media on a shared :class:`MediaEngine`."""
+
+    def __init__(
+        self,
+        call_id: str,
+        engine: MediaEngine,
+        prompts: PromptLibrary,
+        on_prompt_done: Callable[[str], None],
+    ) -> None:
+        try:
+            self.session: Session = engine.open_session()
+        except PortsExhausted as error:
+            raise CallError(503, f"Service Unavailable: {error}") from None
+        self.call_id = call_id
+        self.engine = engine
+        self.prompts = prompts
+        self.on_prompt_done = on_prompt_done
+        self._codecs: dict[Side, tuple[int, str, int | None]] = {}
+        self._player: asyncio.Task[None] | None = None
+        self._recorder: CallRecorder | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        return self.engine.address
+
+    def port(self, side: Side) -> int:
+        return self.session.ports(Leg(int(side))).rtp
+
+    def set_remote(self, side: Side, host: str, port: int, rtcp_port: int | None) -> None:
+        try:
+            self.session.set_remote(Leg(int(side)), host, port, rtcp_port)
+        except ValueError as error:
+            # An SDP address we cannot send to (another family, a name):
+            # latching on the first packet still finds the peer.
+            log.warning("call %s: remote %s:%s not usable: %s", self.call_id, host, port, error)
+
+    def set_codec(self, side: Side, payload_type: int, encoding: str,
+                  telephone_event: int | None) -> None:
+        self._codecs[side] = (payload_type, encoding.upper(), telephone_event)
+        self.session.set_telephone_event(Leg(int(side)), telephone_event)
+
+    # --- prompts ------------------------------------------------------------------
+
+    def play(self, prompt: str) -> None:
+        self.stop_playing()
+        payload_type, encoding, _ = self._codecs.get(Side.CALLER, (8, "PCMA", None))
+        try:
+            player = PromptPlayer(self.prompts.get(prompt), CODECS.get(encoding, "alaw"),
+                                  payload_type, ssrc=int.from_bytes(os.urandom(4), "big"),
+                                  start_seq=int.from_bytes(os.urandom(2), "big"),
+                                  start_ts=int.from_bytes(os.urandom(4), "big"))
+        except (OSError, ValueError) as error:
+            # A missing prompt must not stop the call: it goes on unannounced,
+            # and the operator learns why from this line.
+            log.error("call %s: prompt %r cannot be played: %s", self.call_id, prompt, error)
+            asyncio.get_running_loop().call_soon(self.on_prompt_done, self.call_id)
+            return
+        session = self.session
+
+        async def run() -> None:
+            try:
+                await play(player, lambda packet: session.send(Leg.A, packet))
+            finally:
+                if not self._closed:
+                    self.on_prompt_done(self.call_id)
+
+        self._player = asyncio.get_running_loop().create_task(run())
+
+    def stop_playing(self) -> None:
+        if self._player is not None and not self._player.done():
+            self._player.cancel()
+        self._player = None
+
+    # --- recording ------------------------------------------------------------------
+
+    def start_recording(self, path: Path, *, channels: int) -> None:
+        codec_by_pt = {pt: CODECS.get(enc, "alaw") for pt, enc, _ in self._codecs.values()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._recorder = CallRecorder(path, codec_by_pt=codec_by_pt,
+                                      started_ns=time.monotonic_ns(), channels=channels)
+        self.session.set_recording(True)
+        self._drainer = asyncio.get_running_loop().create_task(self._drain_forever())
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(DRAIN_INTERVAL)
+            self._drain()
+
+    def _drain(self) -> None:
+        recorder = self._recorder
+        if recorder is None:
+            return
+        blob = self.session.drain_recording()
+        recorder.feed(blob, time.monotonic_ns())
+
+    def stop_recording(self) -> RecordingResult | None:
+        recorder = self._recorder
+        if recorder is None:
+            return None
+        self._recorder = None
+        if self._drainer is not None:
+            self._drainer.cancel()
+        self.session.set_recording(False)
+        with contextlib.suppress(Exception):
+            recorder.feed(self.session.drain_recording(), time.monotonic_ns())
+        info = recorder.close(time.monotonic_ns())
+        return RecordingResult(Path(info.path), info.duration, info.bytes, info.sha256,
+                               info.sample_rate, info.channels)
+
+    # --- the end ---------------------------------------------------------------------
+
+    def idle_seconds(self) -> float:
+        return self.session.idle_seconds()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_playing()
+        self.session.close()

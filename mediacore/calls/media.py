@@ -1,0 +1,75 @@
+"""What a call needs from the media plane, as a protocol the call logic codes against.
+
+The call logic (``calls/call.py``) is sans-IO: it decides, and these calls
+are its only way to act on media. They are cheap, synchronous commands
+(configure a relay session, start a prompt, start or stop recording); what
+takes time (playing a prompt) finishes later as an event fed back to the
+call. ``calls/engine_media.py`` implements this on the real RTP engine; the
+unit tests of the call logic use a small in-memory stand-in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Protocol
+
+
+class Side(IntEnum):
+    """The caller's leg (A, inbound) and the target's leg (B, outbound)."""
+
+    CALLER = 0
+    CALLEE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingResult:
+    """What a finished recording left on disk, for its handle and the CDR."""
+
+    path: Path
+    duration: float
+    bytes: int
+    sha256: str
+    sample_rate: int
+    channels: int
+
+
+class CallMedia(Protocol):
+    """One call's media: two anchored legs on our address."""
+
+    @property
+    def address(self) -> str:
+        """Our media address, for c= lines."""
+        ...
+
+    def port(self, side: Side) -> int:
+        """Our RTP port on ``side``, for m= lines."""
+        ...
+
+    def set_remote(self, side: Side, host: str, port: int, rtcp_port: int | None) -> None:
+        """Where ``side``'s peer said (in SDP) it receives; latching may refine it."""
+        ...
+
+    def set_codec(self, side: Side, payload_type: int, encoding: str,
+                  telephone_event: int | None) -> None:
+        """The negotiated audio codec of ``side`` (for prompts and recording)."""
+        ...
+
+    def play(self, prompt: str) -> None:
+        """Start playing ``prompt`` to the caller; the call is told when it ends."""
+        ...
+
+    def stop_playing(self) -> None:
+        ...
+
+    def start_recording(self, path: Path, *, channels: int) -> None:
+        """Record (stereo: caller, callee; mono: the caller only) into ``path``."""
+        ...
+
+    def stop_recording(self) -> RecordingResult | None:
+        ...
+
+    def close(self) -> None:
+        """Release ports and sockets; the call is over."""
+        ...
