@@ -1,7 +1,9 @@
 # Shorthands for the scripts in scripts/, which need nothing but bash and python3.
-.PHONY: serve test lint bench
+.PHONY: serve test demo lint bench
 serve:
 	scripts/serve
+demo:
+	scripts/demo
 test:
 	scripts/test
 lint:
