@@ -23,8 +23,9 @@ from mediacore import __version__
 from mediacore.calls.b2bua import B2BUA
 from mediacore.calls.call import Call, CallState, LocalContact
 from mediacore.calls.engine_media import EngineMedia
+from mediacore.calls.voicemail import VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
-from mediacore.rtp.engine import DtmfEvent, MediaEngine, MediaEvent
+from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
 from mediacore.rtp.player import PromptLibrary
 from mediacore.rtp.ports import PortPool
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
@@ -51,10 +52,13 @@ class Server:
         )
         self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
         self.prompts = PromptLibrary()
+        self.voicemail = VoicemailSender(config.smtp, spool_dir_for(config.storage.dir))
         self.b2bua: B2BUA | None = None
+        self._call_of_session: dict[int, str] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._deliveries: set[asyncio.Task[object]] = set()
         # Loop time to wall time, fixed at start: CDR times follow the
         # monotonic clock, so a clock step mid-call cannot bend a duration.
         self._wall_offset = time.time() - self._loop.time()
@@ -72,6 +76,7 @@ class Server:
             node=socket.gethostname(),
         )
         self.engine.start(self._loop, self._on_media_events)
+        await self.voicemail.start()
         self._tasks.append(self._loop.create_task(self._watch_inactivity()))
 
     def _local_contact(self) -> LocalContact:
@@ -80,22 +85,39 @@ class Server:
         return LocalContact(self.config.sip.advertised_address, bound.port, bound.transport)
 
     def _media_for(self, call_id: str) -> EngineMedia:
-        return EngineMedia(call_id, self.engine, self.prompts, self._prompt_done)
+        media = EngineMedia(call_id, self.engine, self.prompts, self._prompt_done)
+        self._call_of_session[media.session.id] = call_id
+        return media
 
     def _prompt_done(self, call_id: str) -> None:
         assert self.b2bua is not None
         self._dispatch(self.b2bua.announcement_finished(call_id, self._now()))
 
     def _on_media_events(self, events: list[MediaEvent]) -> None:
+        assert self.b2bua is not None
         for event in events:
-            if isinstance(event, DtmfEvent):
-                log.info("call -: DTMF %s on session %s leg %s", event.digit,
-                         event.session.id, event.leg.name)
+            if isinstance(event, DtmfEvent) and event.leg is Leg.A and event.digit:
+                call_id = self._call_of_session.get(event.session.id)
+                if call_id is not None:
+                    self._dispatch(self.b2bua.dtmf(call_id, event.digit, self._now()))
 
     def _call_ended(self, call: Call) -> None:
+        if isinstance(call.media, EngineMedia):
+            self._call_of_session.pop(call.media.session.id, None)
+        cdr = call.cdr()
         # The CDR's journal and Redis publication come with the records
         # plane; until then it is logged in full, so no call goes unbilled.
-        log.info("call %s: CDR %s", call.id, json.dumps(call.cdr().to_fields()))
+        log.info("call %s: CDR %s", call.id, json.dumps(cdr.to_fields()))
+        voicemail = call.voicemail
+        if voicemail is not None and call.number.voicemail_email:
+            message = compose(
+                voicemail.path, caller=call.caller.record_value or "unknown",
+                number=call.number.number, owner=call.number.owner, received_at=cdr.start,
+                duration=voicemail.duration, sender=self.config.smtp.sender,
+                recipient=call.number.voicemail_email, call_id=call.id)
+            task = self._loop.create_task(self.voicemail.submit(message, voicemail.path))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
 
     async def _watch_inactivity(self) -> None:
         timeout = self.config.rtp.inactivity_timeout
@@ -151,6 +173,11 @@ class Server:
         log.info("reloaded %s: %d numbers", path, len(config.numbers))
 
     async def close(self) -> None:
+        if self._deliveries:
+            # Let voicemails that just ended reach the spool (then the mail
+            # server, or the next start); never cancel one half-spooled.
+            await asyncio.wait(self._deliveries, timeout=30)
+        await self.voicemail.close()
         for task in self._tasks:
             task.cancel()
         if self._timer is not None:

@@ -231,6 +231,10 @@ class B2BUA:
         call = self.calls.get(call_id)
         return [] if call is None else self._after(call, call.announcement_finished(now))
 
+    def dtmf(self, call_id: str, digit: str, now: float) -> list[Output]:
+        call = self.calls.get(call_id)
+        return [] if call is None else self._after(call, call.dtmf(digit, now))
+
     def media_inactive(self, call_id: str, now: float) -> list[Output]:
         call = self.calls.get(call_id)
         if call is None:

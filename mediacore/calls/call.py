@@ -49,7 +49,14 @@ class CallState(Enum):
     DIALING = "dialing"
     ANSWERING = "answering"  # 200 sent to the caller, waiting for their ACK
     BRIDGED = "bridged"
+    VOICEMAIL = "voicemail"  # answered by us: greeting, beep, then recording
     ENDED = "ended"
+
+
+#: The voicemail prompts, in order, before the message is recorded.
+VOICEMAIL_PROMPTS = ("voicemail-greeting", "beep")
+#: The longest voicemail message, unless the number says otherwise.
+VOICEMAIL_MAX_SECONDS = 180.0
 
 
 class CallError(Exception):
@@ -143,6 +150,8 @@ class Call:
     recording_id: str = ""
     last_failure: int | None = None
     busy_seen: bool = False
+    voicemail_prompts: list[str] = field(default_factory=list)
+    voicemail_recording: bool = False
 
     # --- start ------------------------------------------------------------------
 
@@ -219,6 +228,8 @@ class Call:
                                    hangup_by="system")
 
     def announcement_finished(self, now: float) -> list[Output]:
+        if self.state is CallState.VOICEMAIL:
+            return self._next_voicemail_step(now)
         if self.state is not CallState.ANNOUNCING:
             return []
         self.state = CallState.DIALING
@@ -226,7 +237,8 @@ class Call:
 
     def caller_cancelled(self, now: float) -> list[Output]:
         """CANCEL from the caller before our final answer: 487, CANCEL onward (9.2)."""
-        if self.state in (CallState.BRIDGED, CallState.ANSWERING, CallState.ENDED):
+        if self.state in (CallState.BRIDGED, CallState.ANSWERING, CallState.VOICEMAIL,
+                          CallState.ENDED):
             return []
         self._log("caller cancelled")
         self.media.stop_playing()
@@ -405,6 +417,8 @@ class Call:
         return outputs
 
     def _all_targets_failed(self, now: float) -> list[Output]:
+        if self.number.voicemail_email:
+            return self._start_voicemail(now)
         if self.busy_seen:
             return self._reject(486, "Busy Here", now, disposition="busy")
         no_answer = self.last_failure in (None, 408, 480, 487)
@@ -412,14 +426,57 @@ class Call:
             return self._reject(480, "Temporarily Unavailable", now, disposition="no-answer")
         return self._reject(480, "Temporarily Unavailable", now, disposition="failed")
 
+    # --- voicemail -------------------------------------------------------------------
+
+    def _start_voicemail(self, now: float) -> list[Output]:
+        """Nobody answered: we answer, play the greeting and the beep, then record."""
+        self._log("no target answered; taking a voicemail")
+        self.state = CallState.VOICEMAIL
+        self.answered_at = now
+        self.voicemail_prompts = list(VOICEMAIL_PROMPTS)
+        self.media.stop_playing()
+        outputs = self._answer_caller(200, now, body=self.answer_sdp)
+        return outputs + self._next_voicemail_step(now)
+
+    def _next_voicemail_step(self, now: float) -> list[Output]:
+        if self.voicemail_prompts:
+            self.media.play(self.voicemail_prompts.pop(0))
+            return []
+        if not self.voicemail_recording:
+            self.voicemail_recording = True
+            path = self.recordings_dir / f"{self.id}-voicemail.wav"
+            self.media.start_recording(path, channels=1)
+            self.deadlines["voicemail_max"] = now + VOICEMAIL_MAX_SECONDS
+            self._log("recording a voicemail for %s", self.number.owner)
+        return []
+
+    def dtmf(self, digit: str, now: float) -> list[Output]:
+        """A key pressed by the caller: '#' ends a voicemail message."""
+        if self.state is CallState.VOICEMAIL and self.voicemail_recording and digit == "#":
+            self._log("caller pressed # to end the voicemail")
+            outputs = self._bye(self.caller_dialog, now)
+            return outputs + self._end(now, disposition="voicemail", status=200,
+                                       hangup_by="caller")
+        return []
+
+    @property
+    def voicemail(self) -> RecordingResult | None:
+        """The recorded voicemail message, once the call has ended with one."""
+        if self.disposition != "voicemail" or self.recording is None:
+            return None
+        return self.recording
+
     # --- in the call ----------------------------------------------------------------
 
     def bye_from(self, side: Side, now: float) -> list[Output]:
         """BYE from one side (already answered 200 by the B2BUA): BYE the other."""
         if self.state is CallState.ENDED:
             return []
-        other = self.leg.dialog if side is Side.CALLER and self.leg else self.caller_dialog
-        outputs = self._bye(other, now) if other is not None else []
+        if side is Side.CALLER:
+            other = self.leg.dialog if self.leg is not None else None
+        else:
+            other = self.caller_dialog
+        outputs = self._bye(other, now)
         who = "caller" if side is Side.CALLER else "callee"
         self._log("%s hung up", who)
         return outputs + self._end(now, disposition="answered", status=200, hangup_by=who)
@@ -437,7 +494,7 @@ class Call:
         if self.state is CallState.ENDED:
             return []
         self._log("ending the call: %s", reason)
-        if self.state in (CallState.BRIDGED, CallState.ANSWERING):
+        if self.state in (CallState.BRIDGED, CallState.ANSWERING, CallState.VOICEMAIL):
             outputs = self._bye(self.caller_dialog, now)
             if self.leg is not None:
                 outputs += self._bye(self.leg.dialog, now)
@@ -468,6 +525,8 @@ class Call:
                 outputs += self._dial_next(now)
             elif name == "max_duration":
                 outputs += self.hang_up(now, f"max_duration {self.number.max_duration:.0f}s")
+            elif name == "voicemail_max":
+                outputs += self.hang_up(now, "the voicemail reached its maximum length")
         return outputs
 
     # --- the end --------------------------------------------------------------------
@@ -476,10 +535,15 @@ class Call:
              ) -> list[Output]:
         if self.state is CallState.ENDED:
             return []
+        voicemail = self.state is CallState.VOICEMAIL
         self.state = CallState.ENDED
         self.deadlines.clear()
         self.ended_at = now
-        self.disposition = disposition if self.answered_at is None else "answered"
+        if voicemail:
+            disposition = "voicemail"
+        elif self.answered_at is not None:
+            disposition = "answered"
+        self.disposition = disposition
         self.sip_status = status if self.answered_at is None else 200
         self.hangup_by = hangup_by
         self.media.stop_playing()

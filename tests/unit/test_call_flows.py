@@ -359,3 +359,55 @@ def test_unknown_dialog_gets_481(tmp_path: Path) -> None:
     _, ok = ring_and_answer(h)
     stray = in_dialog("BYE", ok, 2, "z9hG4bKx").replace(b"call-1", b"call-unknown")
     assert only(h.receive(stray, CARRIER), sip.Response).status == 481
+
+
+def no_answer_anywhere(h: Harness) -> list[sip.Message]:
+    out = h.receive(invite(), CARRIER)
+    first = only(out, sip.Request, method="INVITE")
+    out = h.receive(answer_from_target(first, 486), target_peer(first), at=0.5)
+    second = only(out, sip.Request, method="INVITE")
+    return h.receive(answer_from_target(second, 480, tag="t2"), target_peer(second), at=1.0)
+
+
+def test_voicemail_answers_greets_beeps_and_records_until_hash(tmp_path: Path) -> None:
+    h = Harness(tmp_path, voicemail_email="owner@example.com")
+    out = no_answer_anywhere(h)
+    ok = only(out, sip.Response)
+    assert ok.status == 200 and sdp.parse(ok.body).media[0].port == 20000
+    media = h.media[0]
+    call = next(iter(h.b2bua.calls.values()))
+    assert media.played == ["voicemail-greeting"] and media.recording is None
+    h.settle(h.b2bua.announcement_finished(call.id, 5.0))
+    assert media.played == ["voicemail-greeting", "beep"] and media.recording is None
+    h.settle(h.b2bua.announcement_finished(call.id, 5.3))
+    assert media.recording == tmp_path / f"{call.id}-voicemail.wav"
+    h.receive(in_dialog("ACK", ok, 1, "z9hG4bKvmack"), CARRIER, at=1.1)
+    out = [sip.parse(t.data) for t in h.settle(h.b2bua.dtmf(call.id, "#", 20.0))]
+    bye = only(out, sip.Request, method="BYE")
+    assert bye.call_id == "call-1"
+    (ended,) = h.ended
+    cdr = ended.cdr()
+    assert cdr.disposition == "voicemail" and cdr.hangup_by == "caller"
+    assert str(cdr.duration) == "19.000" and cdr.target == ""
+    assert ended.voicemail is not None
+
+
+def test_voicemail_ends_when_the_caller_hangs_up(tmp_path: Path) -> None:
+    h = Harness(tmp_path, voicemail_email="owner@example.com")
+    ok = only(no_answer_anywhere(h), sip.Response)
+    call = next(iter(h.b2bua.calls.values()))
+    h.settle(h.b2bua.announcement_finished(call.id, 5.0))
+    h.settle(h.b2bua.announcement_finished(call.id, 5.3))
+    out = h.receive(in_dialog("BYE", ok, 2, "z9hG4bKvmbye"), CARRIER, at=30.0)
+    assert only(out, sip.Response).status == 200
+    assert not [m for m in out if isinstance(m, sip.Request)]  # nobody else to hang up
+    assert h.ended[0].cdr().disposition == "voicemail"
+    assert h.ended[0].voicemail is not None
+
+
+def test_hash_before_the_beep_does_not_end_the_voicemail(tmp_path: Path) -> None:
+    h = Harness(tmp_path, voicemail_email="owner@example.com")
+    no_answer_anywhere(h)
+    call = next(iter(h.b2bua.calls.values()))
+    assert h.settle(h.b2bua.dtmf(call.id, "#", 2.0)) == []
+    assert h.b2bua.calls
