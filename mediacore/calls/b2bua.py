@@ -87,6 +87,7 @@ class B2BUA:
         self._by_invite: dict[ServerInviteTransaction, Call] = {}
         self._by_dialog: dict[Hashable, tuple[Call, Side]] = {}
         self._by_client: dict[ClientTransaction, _LegRef] = {}
+        self._by_relay: dict[ClientTransaction, Call] = {}
         self._timers: list[tuple[float, int, Call]] = []
         self._sequence = itertools.count()
 
@@ -179,18 +180,18 @@ class B2BUA:
         if method == "BYE":
             outputs = self.endpoint.respond(transaction, 200, now=now)
             return outputs + self._after(call, call.bye_from(side, now))
-        if method in ("INVITE", "UPDATE") and call.answer_sdp:
-            # Refreshes and re-offers are answered with the session we already
-            # agreed: our address and codec do not change mid-call.
-            return self.endpoint.respond(
-                transaction, 200, now=now, to_tag=request.to_tag, body=call.answer_sdp
-                if side is Side.CALLER else call.offer_to_targets,
-                headers=(("Contact", self.local.contact()),
-                         ("Content-Type", "application/sdp")))
+        if method in ("INVITE", "UPDATE", "INFO"):
+            return self._after(call, call.relay_request(side, request, transaction, now))
         return self.endpoint.respond(transaction, 200, now=now, to_tag=request.to_tag)
 
     def _response(self, event: ResponseReceived, now: float) -> list[Output]:
         transaction = event.transaction
+        relayed = self._by_relay.get(transaction) if transaction is not None else None
+        if relayed is not None:
+            if event.response.status >= 200:
+                del self._by_relay[transaction]  # type: ignore[arg-type]
+            return self._after(relayed, relayed.relayed_response(
+                transaction, event.response, now))  # type: ignore[arg-type]
         ref = self._by_client.get(transaction) if transaction is not None else None
         if ref is None:
             return self._stray_response(event.response, now)
@@ -215,6 +216,9 @@ class B2BUA:
     def _timed_out(self, event: TransactionTimedOut, now: float) -> list[Output]:
         transaction = event.transaction
         if isinstance(transaction, ClientTransaction):
+            relayed = self._by_relay.pop(transaction, None)
+            if relayed is not None:
+                return self._after(relayed, relayed.relay_timed_out(transaction, now))
             ref = self._by_client.pop(transaction, None)
             if ref is not None and transaction.request.method == "INVITE":
                 return self._after(ref.call, ref.call.target_timed_out(ref.leg, now))
@@ -280,6 +284,8 @@ class B2BUA:
         if call.caller_dialog is not None:
             self._by_dialog.setdefault((call.invite.call_id, call.local_tag),
                                        (call, Side.CALLER))
+        for client in call.relays:
+            self._by_relay.setdefault(client, call)
         if call.ended:
             self._forget(call)
         elif (deadline := call.next_deadline()) is not None:
@@ -294,6 +300,8 @@ class B2BUA:
         self._by_invite.pop(call.transaction, None)
         for key in [k for k, (c, _) in self._by_dialog.items() if c is call]:
             del self._by_dialog[key]
+        for client in [t for t, c in self._by_relay.items() if c is call]:
+            del self._by_relay[client]
         for transaction in [t for t, ref in self._by_client.items()
                             if ref.call is call and ref.leg.final_status is not None]:
             del self._by_client[transaction]

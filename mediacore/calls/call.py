@@ -31,9 +31,13 @@ from mediacore.config import NumberConfig
 from mediacore.records.cdr import Cdr
 from mediacore.sip import message as sip
 from mediacore.sip import sdp
-from mediacore.sip.dialog import Dialog, new_branch, new_call_id, new_tag
+from mediacore.sip.dialog import Dialog, DialogError, new_branch, new_call_id, new_tag
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
-from mediacore.sip.transaction import ClientTransaction, ServerInviteTransaction
+from mediacore.sip.transaction import (
+    ClientTransaction,
+    ServerInviteTransaction,
+    ServerTransaction,
+)
 from mediacore.sip.transport import TCP, UDP, Peer
 from mediacore.sip.uri import SipURI, parse_uri
 
@@ -115,6 +119,16 @@ class OutboundLeg:
 
 
 @dataclass(eq=False)
+class Relayed:
+    """An in-dialog request passed from one side to the other (re-INVITE, UPDATE, INFO)."""
+
+    side: Side  # who sent it to us
+    request: sip.Request
+    transaction: ServerTransaction
+    onward: sip.Request
+
+
+@dataclass(eq=False)
 class Call:
     id: str
     number: NumberConfig
@@ -152,6 +166,8 @@ class Call:
     busy_seen: bool = False
     voicemail_prompts: list[str] = field(default_factory=list)
     voicemail_recording: bool = False
+    origins: dict[Side, sdp.Origin] = field(default_factory=dict)
+    relays: dict[ClientTransaction, Relayed] = field(default_factory=dict)
 
     # --- start ------------------------------------------------------------------
 
@@ -187,11 +203,12 @@ class Call:
             media.set_remote(Side.CALLER, remote.address, remote.port, remote.rtcp_port)
         media.set_codec(Side.CALLER, choice.payload_type, choice.encoding,
                         choice.telephone_event)
+        self.origins = {side: sdp.Origin.new(media.address) for side in Side}
         answer = sdp.make_answer(offer, media.address, media.port(Side.CALLER), choice,
-                                 sdp.Origin.new(media.address))
+                                 self.origins[Side.CALLER])
         self.answer_sdp = answer.serialize()
         onward = sdp.make_answer(offer, media.address, media.port(Side.CALLEE), choice,
-                                 sdp.Origin.new(media.address))
+                                 self.origins[Side.CALLEE])
         # What we answered the caller is what we offer the target: one codec,
         # sending and receiving (an offer is not an answer to "sendonly").
         for media_line in onward.media:
@@ -468,6 +485,132 @@ class Call:
 
     # --- in the call ----------------------------------------------------------------
 
+    def dialog_of(self, side: Side) -> Dialog | None:
+        if side is Side.CALLER:
+            return self.caller_dialog
+        return self.leg.dialog if self.leg is not None else None
+
+    def relay_request(self, side: Side, request: sip.Request,
+                      transaction: ServerTransaction, now: float) -> list[Output]:
+        """Pass a re-INVITE, UPDATE or INFO to the other side, SDP anchored on us.
+
+        Hold, resume and codec changes reach the other party this way, and
+        the relay learns the sender's new address; the answer comes back
+        through :meth:`relayed_response`. Before the other side has a
+        dialog (early, voicemail), we answer ourselves with the session we
+        already agreed.
+        """
+        mine = self.dialog_of(side)
+        other_side = Side.CALLEE if side is Side.CALLER else Side.CALLER
+        other = self.dialog_of(other_side)
+        if mine is not None:
+            try:
+                mine.receive_request(request)
+            except DialogError as error:
+                return self.endpoint.respond(transaction, error.status, error.reason, now=now,
+                                             to_tag=request.to_tag)
+        if other is None or self.state not in (CallState.BRIDGED, CallState.ANSWERING):
+            return self._answer_locally(side, request, transaction, now)
+        headers: list[tuple[str, str]] = []
+        body = b""
+        offer = _sdp_body(request)
+        if offer is not None:
+            try:
+                body = self._anchor(offer, sender=side, receiver=other_side)
+            except sdp.SdpError as error:
+                return self.endpoint.respond(transaction, 488, f"Not Acceptable Here: {error}",
+                                             now=now, to_tag=request.to_tag)
+            headers.append(("Content-Type", "application/sdp"))
+        elif request.body:
+            body = request.body
+            headers.append(("Content-Type", request.headers.get("Content-Type",
+                                                                "application/octet-stream")))
+        if request.method in ("INVITE", "UPDATE"):
+            headers.append(("Contact", self.local.contact()))
+        onward = other.create_request(request.method, via=self.local.via(new_branch()),
+                                      extra_headers=headers, body=body)
+        client, outputs = self.endpoint.send_request(onward, next_hop(onward), now)
+        self.relays[client] = Relayed(side, request, transaction, onward)
+        self._log("%s from the %s passed on", request.method, _who(side))
+        return outputs
+
+    def _answer_locally(self, side: Side, request: sip.Request,
+                        transaction: ServerTransaction, now: float) -> list[Output]:
+        if request.method in ("INVITE", "UPDATE") and self.answer_sdp:
+            body = self.answer_sdp if side is Side.CALLER else self.offer_to_targets
+            return self.endpoint.respond(
+                transaction, 200, now=now, to_tag=request.to_tag, body=body,
+                headers=(("Contact", self.local.contact()), ("Content-Type", "application/sdp")))
+        return self.endpoint.respond(transaction, 200, now=now, to_tag=request.to_tag)
+
+    def _anchor(self, body: bytes, *, sender: Side, receiver: Side) -> bytes:
+        """SDP from ``sender`` as ``receiver`` gets it: our address, the receiver leg's port.
+
+        Also tells the relay where ``sender`` now receives (hold, a new address).
+        """
+        description = sdp.parse(body)
+        remote = sdp.peer_media(description)
+        if remote is not None:
+            self.media.set_remote(sender, remote.address, remote.port, remote.rtcp_port)
+        audio = remote.media_index if remote is not None else -1
+        ports = [self.media.port(receiver) if index == audio else 0
+                 for index in range(len(description.media))]
+        origin = self.origins.setdefault(receiver, sdp.Origin.new(self.media.address))
+        return sdp.rewrite_connection(description, self.media.address, ports,
+                                      origin).serialize()
+
+    def relayed_response(self, client: ClientTransaction, response: sip.Response,
+                         now: float) -> list[Output]:
+        relay = self.relays.get(client)
+        if relay is None or response.status < 200:
+            return []
+        del self.relays[client]
+        answering = Side.CALLEE if relay.side is Side.CALLER else Side.CALLER
+        dialog = self.dialog_of(answering)
+        outputs: list[Output] = []
+        if dialog is not None:
+            dialog.receive_response(relay.onward, response)
+            if relay.onward.method == "INVITE" and 200 <= response.status < 300:
+                ack = dialog.create_request("ACK", via=self.local.via(new_branch()),
+                                            cseq=relay.onward.cseq.number)
+                outputs.append(self.endpoint.send_stateless(ack, next_hop(ack)))
+        headers: list[tuple[str, str]] = [("Contact", self.local.contact())]
+        body = b""
+        answer = _sdp_body(response)
+        if answer is not None and 200 <= response.status < 300:
+            try:
+                body = self._anchor(answer, sender=answering, receiver=relay.side)
+                headers.append(("Content-Type", "application/sdp"))
+                self._follow_codec(answer)
+            except sdp.SdpError as error:
+                self._log("answer from the %s unusable: %s", _who(answering), error)
+        reply = sip.make_response(relay.request, response.status, response.reason,
+                                  to_tag=relay.request.to_tag, body=body,
+                                  extra_headers=[("Server", self.endpoint.user_agent), *headers])
+        outputs += self.endpoint.send_response(relay.transaction, reply, now)
+        if response.status in (408, 481):
+            outputs += self.hang_up(now, f"the {_who(answering)} answered {response.status} "
+                                         "inside the dialog")
+        return outputs
+
+    def relay_timed_out(self, client: ClientTransaction, now: float) -> list[Output]:
+        relay = self.relays.pop(client, None)
+        if relay is None:
+            return []
+        outputs = self.endpoint.respond(relay.transaction, 408, "Request Timeout", now=now,
+                                        to_tag=relay.request.to_tag)
+        return outputs + self.hang_up(now, "the other side did not answer inside the dialog")
+
+    def _follow_codec(self, answer: bytes) -> None:
+        """After a re-INVITE the codec may have changed: tell the recorder."""
+        try:
+            choice = sdp.select_codec(sdp.parse(answer))
+        except sdp.SdpError:
+            return
+        for side in Side:
+            self.media.set_codec(side, choice.payload_type, choice.encoding,
+                                 choice.telephone_event)
+
     def bye_from(self, side: Side, now: float) -> list[Output]:
         """BYE from one side (already answered 200 by the B2BUA): BYE the other."""
         if self.state is CallState.ENDED:
@@ -588,6 +731,10 @@ class Call:
 
     def _log(self, text: str, *args: object) -> None:
         log.info(f"call {self.id}: {text}", *args)
+
+
+def _who(side: Side) -> str:
+    return "caller" if side is Side.CALLER else "target"
 
 
 def _sdp_body(message: sip.Message) -> bytes | None:

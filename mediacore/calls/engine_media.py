@@ -76,6 +76,11 @@ class EngineMedia:
                   telephone_event: int | None) -> None:
         self._codecs[side] = (payload_type, encoding.upper(), telephone_event)
         self.session.set_telephone_event(Leg(int(side)), telephone_event)
+        if self._recorder is not None:  # a codec change after a re-INVITE
+            self._recorder.set_codecs(self._codec_by_pt())
+
+    def _codec_by_pt(self) -> dict[int, str]:
+        return {pt: CODECS.get(enc, "alaw") for pt, enc, _ in self._codecs.values()}
 
     # --- prompts ------------------------------------------------------------------
 
@@ -112,9 +117,8 @@ class EngineMedia:
     # --- recording ------------------------------------------------------------------
 
     def start_recording(self, path: Path, *, channels: int) -> None:
-        codec_by_pt = {pt: CODECS.get(enc, "alaw") for pt, enc, _ in self._codecs.values()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._recorder = CallRecorder(path, codec_by_pt=codec_by_pt,
+        self._recorder = CallRecorder(path, codec_by_pt=self._codec_by_pt(),
                                       started_ns=time.monotonic_ns(), channels=channels)
         self.session.set_recording(True)
         self._drainer = asyncio.get_running_loop().create_task(self._drain_forever())

@@ -229,7 +229,7 @@ class SipEndpoint:
             request,
             methods=ALLOWED_METHODS,
             supported=SUPPORTED,
-            accept=ACCEPTED_BODIES,
+            accept=_acceptable_bodies(request),
             forwarding=method == "INVITE",
         )
         call_id = request.headers.get("call-id", "-")
@@ -336,6 +336,15 @@ class SipEndpoint:
             elif isinstance(action, Timeout):
                 outputs.append(TransactionTimedOut(action.transaction, action.timer))
         return outputs
+
+
+def _acceptable_bodies(request: sip.Request) -> tuple[str, ...]:
+    """INFO bodies (DTMF relay, media control) go on to the other leg untouched,
+    whatever their type; every other body must be something we read."""
+    content_type = request.content_type if request.method == "INFO" else None
+    if content_type is not None:
+        return (*ACCEPTED_BODIES, content_type.mime)
+    return ACCEPTED_BODIES
 
 
 def _is_new_request(output: Output) -> bool:

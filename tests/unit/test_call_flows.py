@@ -113,11 +113,13 @@ def in_dialog(method: str, response: sip.Response, cseq: int, branch: str) -> by
 
 
 def answer_from_target(request: sip.Request, status: int, *, tag: str = "t1",
-                       sdp_body: bool = True) -> bytes:
+                       sdp_body: bool = True, direction: str | None = None) -> bytes:
     body = (
         b"v=0\r\no=target 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
         b"m=audio 41000 RTP/AVP 8\r\n"
     ) if sdp_body and status in (183, 200) else b""
+    if body and direction:
+        body += f"a={direction}\r\n".encode()
     headers = [("Contact", f"<sip:target@127.0.0.1:{request.uri.port}>")]  # type: ignore[union-attr]
     if body:
         headers.append(("Content-Type", "application/sdp"))
@@ -343,15 +345,62 @@ def test_the_national_form_of_a_number_is_routed(tmp_path: Path) -> None:
     only(out, sip.Request, method="INVITE")
 
 
-def test_in_dialog_options_and_refresh_are_answered(tmp_path: Path) -> None:
+def test_in_dialog_options_is_answered_and_update_passes_through(tmp_path: Path) -> None:
     h = Harness(tmp_path)
-    _, ok = ring_and_answer(h)
+    onward, ok = ring_and_answer(h)
     out = h.receive(in_dialog("OPTIONS", ok, 2, "z9hG4bKopt"), CARRIER, at=5.0)
     assert only(out, sip.Response).status == 200
     out = h.receive(in_dialog("UPDATE", ok, 3, "z9hG4bKupd"), CARRIER, at=6.0)
-    refreshed = only(out, sip.Response)
-    assert refreshed.status == 200 and refreshed.body == ok.body
+    update = only(out, sip.Request, method="UPDATE")
+    assert update.call_id == onward.call_id and update.to_tag == "t1"
+    out = h.receive(answer_from_target(update, 200, sdp_body=False), target_peer(onward), at=6.1)
+    assert only(out, sip.Response).status == 200
     assert h.b2bua.calls
+
+
+def reinvite(ok: sip.Response, body: str, cseq: int = 2) -> bytes:
+    head = in_dialog("INVITE", ok, cseq, "z9hG4bKreinv").split(b"Content-Length")[0]
+    return head + (f"Contact: <sip:carrier@127.0.0.1:5070>\r\nContent-Type: application/sdp"
+                   f"\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+
+
+def test_hold_by_reinvite_passes_through_with_our_media_address(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    onward, ok = ring_and_answer(h)
+    hold = OFFER.replace("o=carrier 1 1", "o=carrier 1 2").replace(
+        "c=IN IP4 127.0.0.1", "c=IN IP4 127.0.0.9") + "a=sendonly\r\n"
+    out = h.receive(reinvite(ok, hold), CARRIER, at=10.0)
+    assert [m.status for m in out if isinstance(m, sip.Response)] == [100]
+    forwarded = only(out, sip.Request, method="INVITE")
+    assert forwarded.call_id == onward.call_id
+    offer = sdp.parse(forwarded.body)
+    assert offer.connection.address == "127.0.0.1" and offer.media[0].port == 20002
+    assert offer.media[0].direction == "sendonly"
+    assert h.media[0].remotes[Side.CALLER] == ("127.0.0.9", 40000)  # the caller moved
+    answer = answer_from_target(forwarded, 200, direction="recvonly")
+    out = h.receive(answer, target_peer(onward), at=10.2)
+    only(out, sip.Request, method="ACK")
+    reply = only(out, sip.Response)
+    assert reply.status == 200
+    answered = sdp.parse(reply.body)
+    assert answered.media[0].port == 20000 and answered.media[0].direction == "recvonly"
+    assert reply.to_tag == ok.to_tag
+
+
+def test_info_passes_through_with_its_body(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    onward, ok = ring_and_answer(h)
+    body = "Signal=5\r\nDuration=160\r\n"
+    info = in_dialog("INFO", ok, 2, "z9hG4bKinfo").split(b"Content-Length")[0] + (
+        f"Content-Type: application/dtmf-relay\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    out = h.receive(info, CARRIER, at=7.0)
+    forwarded = only(out, sip.Request, method="INFO")
+    assert forwarded.body == body.encode()
+    assert forwarded.headers.get("Content-Type") == "application/dtmf-relay"
+    out = h.receive(answer_from_target(forwarded, 200, sdp_body=False), target_peer(onward),
+                    at=7.1)
+    assert only(out, sip.Response).status == 200
 
 
 def test_unknown_dialog_gets_481(tmp_path: Path) -> None:
