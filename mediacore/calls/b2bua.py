@@ -284,7 +284,7 @@ class B2BUA:
         if call.caller_dialog is not None:
             self._by_dialog.setdefault((call.invite.call_id, call.local_tag),
                                        (call, Side.CALLER))
-        for client in call.relays:
+        for client in (*call.relays, *call.refreshes):
             self._by_relay.setdefault(client, call)
         if call.ended:
             self._forget(call)

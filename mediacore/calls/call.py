@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
+from mediacore.calls import session_timer
 from mediacore.calls.media import CallMedia, RecordingResult, Side
 from mediacore.calls.privacy import CallerIdentity, diversion_header, outbound_identity
 from mediacore.config import NumberConfig
@@ -168,11 +169,23 @@ class Call:
     voicemail_recording: bool = False
     origins: dict[Side, sdp.Origin] = field(default_factory=dict)
     relays: dict[ClientTransaction, Relayed] = field(default_factory=dict)
+    session_timers: dict[Side, session_timer.SessionTimer] = field(default_factory=dict)
+    refreshes: dict[ClientTransaction, Side] = field(default_factory=dict)
 
     # --- start ------------------------------------------------------------------
 
     def start(self, now: float) -> list[Output]:
         """Negotiate media with the caller's offer, then announce or dial."""
+        try:
+            caller_timer = session_timer.for_caller(self.invite)
+        except session_timer.SessionIntervalTooSmall:
+            outputs = self.endpoint.respond(
+                self.transaction, 422, "Session Interval Too Small", now=now,
+                to_tag=self.local_tag, headers=(("Min-SE", str(session_timer.MIN_SE)),))
+            return outputs + self._end(now, disposition="rejected", status=422,
+                                       hangup_by="system")
+        if caller_timer is not None:
+            self.session_timers[Side.CALLER] = caller_timer
         try:
             self._negotiate(self.invite)
         except CallError as error:
@@ -221,6 +234,9 @@ class Call:
     def _answer_caller(self, status: int, now: float, *, body: bytes = b"",
                        reason: str | None = None) -> list[Output]:
         headers = [("Contact", self.local.contact())]
+        timer = self.session_timers.get(Side.CALLER)
+        if timer is not None and 200 <= status < 300:
+            headers += session_timer.caller_headers(timer)
         if body:
             headers.append(("Content-Type", "application/sdp"))
         response = sip.make_response(
@@ -299,6 +315,7 @@ class Call:
             ("Diversion", diversion_header(self.number.number, self.local.host)),
             ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
             ("Supported", "timer"),
+            *session_timer.offer_headers(),
             ("User-Agent", self.endpoint.user_agent),
             ("Content-Type", "application/sdp"),
         ]
@@ -383,6 +400,11 @@ class Call:
         outputs: list[Output] = [self._ack(leg)]
         outputs += self._answer_caller(200, now, body=self.answer_sdp)
         self.deadlines["max_duration"] = now + self.number.max_duration
+        target_timer = session_timer.for_target(response)
+        if target_timer is not None:
+            self.session_timers[Side.CALLEE] = target_timer
+        for side in Side:
+            self._session_refreshed(side, now)
         if self.number.record:
             path = self.recordings_dir / f"{self.id}.wav"
             self.media.start_recording(path, channels=2)
@@ -509,6 +531,8 @@ class Call:
             except DialogError as error:
                 return self.endpoint.respond(transaction, error.status, error.reason, now=now,
                                              to_tag=request.to_tag)
+        if request.method in ("INVITE", "UPDATE"):
+            self._session_refreshed(side, now)  # the peer refreshed its leg
         if other is None or self.state not in (CallState.BRIDGED, CallState.ANSWERING):
             return self._answer_locally(side, request, transaction, now)
         headers: list[tuple[str, str]] = []
@@ -561,11 +585,15 @@ class Call:
 
     def relayed_response(self, client: ClientTransaction, response: sip.Response,
                          now: float) -> list[Output]:
+        if client in self.refreshes:
+            return self._refresh_answered(client, response, now)
         relay = self.relays.get(client)
         if relay is None or response.status < 200:
             return []
         del self.relays[client]
         answering = Side.CALLEE if relay.side is Side.CALLER else Side.CALLER
+        if 200 <= response.status < 300 and relay.onward.method in ("INVITE", "UPDATE"):
+            self._session_refreshed(answering, now)
         dialog = self.dialog_of(answering)
         outputs: list[Output] = []
         if dialog is not None:
@@ -594,12 +622,58 @@ class Call:
         return outputs
 
     def relay_timed_out(self, client: ClientTransaction, now: float) -> list[Output]:
+        side = self.refreshes.pop(client, None)
+        if side is not None:
+            return self.hang_up(now, f"the {_who(side)} did not answer our session refresh")
         relay = self.relays.pop(client, None)
         if relay is None:
             return []
         outputs = self.endpoint.respond(relay.transaction, 408, "Request Timeout", now=now,
                                         to_tag=relay.request.to_tag)
         return outputs + self.hang_up(now, "the other side did not answer inside the dialog")
+
+    # --- session timers (RFC 4028) -------------------------------------------------
+
+    def _session_refreshed(self, side: Side, now: float) -> None:
+        """The session on ``side`` was (re)established: restart its clock."""
+        timer = self.session_timers.get(side)
+        if timer is None or self.state is CallState.ENDED:
+            return
+        self.deadlines.pop(f"refresh-{side.name}", None)
+        self.deadlines.pop(f"expire-{side.name}", None)
+        if timer.we_refresh:
+            self.deadlines[f"refresh-{side.name}"] = timer.refresh_at(now)
+        else:
+            self.deadlines[f"expire-{side.name}"] = timer.expires_at(now)
+
+    def _send_refresh(self, side: Side, now: float) -> list[Output]:
+        dialog = self.dialog_of(side)
+        if dialog is None:
+            return []
+        timer = self.session_timers[side]
+        refresher = "uac" if side is Side.CALLEE else "uas"
+        update = dialog.create_request("UPDATE", via=self.local.via(new_branch()), extra_headers=[
+            ("Session-Expires", timer.header(refresher=refresher)),
+            ("Supported", "timer"), ("Contact", self.local.contact())])
+        client, outputs = self.endpoint.send_request(update, next_hop(update), now)
+        self.refreshes[client] = side
+        return outputs
+
+    def _refresh_answered(self, client: ClientTransaction, response: sip.Response,
+                          now: float) -> list[Output]:
+        if response.status < 200:
+            return []
+        side = self.refreshes.pop(client)
+        if 200 <= response.status < 300:
+            self._session_refreshed(side, now)
+            return []
+        if response.status in (408, 481):
+            return self.hang_up(now, f"the {_who(side)} refused our session refresh "
+                                     f"({response.status})")
+        # Another refusal (e.g. 501: UPDATE not allowed) leaves the session as it
+        # was; try again at the next half-interval rather than dropping a call.
+        self._session_refreshed(side, now)
+        return []
 
     def _follow_codec(self, answer: bytes) -> None:
         """After a re-INVITE the codec may have changed: tell the recorder."""
@@ -670,6 +744,11 @@ class Call:
                 outputs += self.hang_up(now, f"max_duration {self.number.max_duration:.0f}s")
             elif name == "voicemail_max":
                 outputs += self.hang_up(now, "the voicemail reached its maximum length")
+            elif name.startswith("refresh-"):
+                outputs += self._send_refresh(Side[name.partition("-")[2]], now)
+            elif name.startswith("expire-"):
+                side = Side[name.partition("-")[2]]
+                outputs += self.hang_up(now, f"the {_who(side)} did not refresh the session")
         return outputs
 
     # --- the end --------------------------------------------------------------------

@@ -460,3 +460,89 @@ def test_hash_before_the_beep_does_not_end_the_voicemail(tmp_path: Path) -> None
     call = next(iter(h.b2bua.calls.values()))
     assert h.settle(h.b2bua.dtmf(call.id, "#", 2.0)) == []
     assert h.b2bua.calls
+
+
+# --- RFC 4028 session timers ----------------------------------------------------------
+
+
+def first_copies(messages: list[sip.Message]) -> list[sip.Message]:
+    """Requests without their UDP retransmissions (same method and branch)."""
+    seen: set[tuple[str, str | None]] = set()
+    out = []
+    for message in messages:
+        if isinstance(message, sip.Request):
+            key = (message.method, message.top_via.branch if message.top_via else None)
+            if key not in seen:
+                seen.add(key)
+                out.append(message)
+    return out
+
+
+def timed_call(h: Harness, caller_headers: str, target_se: str | None = None
+               ) -> tuple[sip.Request, sip.Response]:
+    out = h.receive(invite(extra=caller_headers), CARRIER)
+    onward = only(out, sip.Request, method="INVITE")
+    assert onward.headers.get("Session-Expires") == "1800"
+    assert "timer" in onward.supported
+    answer = answer_from_target(onward, 200)
+    if target_se is not None:
+        answer = answer.replace(b"Content-Type:", f"Session-Expires: {target_se}\r\n"
+                                f"Content-Type:".encode(), 1)
+    out = h.receive(answer, target_peer(onward), at=1.0)
+    ok = only(out, sip.Response)
+    h.receive(in_dialog("ACK", ok, 1, "z9hG4bKstack"), CARRIER, at=1.1)
+    return onward, ok
+
+
+def test_caller_that_refreshes_gets_refresher_uac_and_is_dropped_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    _, ok = timed_call(h, "Session-Expires: 600\r\nSupported: timer\r\n")
+    assert ok.headers.get("Session-Expires") == "600;refresher=uac"
+    assert "timer" in ok.require
+    out = first_copies(h.advance(600.0))
+    assert [m.method for m in out] == ["BYE", "BYE"]  # both legs, before the session expires
+    assert h.ended[0].cdr().hangup_by == "system"
+
+
+def test_a_refresh_from_the_caller_keeps_the_call_up(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    onward, ok = timed_call(h, "Session-Expires: 600\r\nSupported: timer\r\n")
+    out = h.receive(in_dialog("UPDATE", ok, 2, "z9hG4bKref1"), CARRIER, at=300.0)
+    update = only(out, sip.Request, method="UPDATE")
+    h.receive(answer_from_target(update, 200, sdp_body=False), target_peer(onward), at=300.1)
+    assert not [m for m in h.advance(800.0) if isinstance(m, sip.Request)]
+    assert h.b2bua.calls
+
+
+def test_we_refresh_a_target_that_leaves_it_to_us(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    onward, _ = timed_call(h, "", target_se="120;refresher=uac")
+    out = first_copies(h.advance(61.0))
+    update = only(out, sip.Request, method="UPDATE")
+    assert update.call_id == onward.call_id
+    assert update.headers.get("Session-Expires") == "120;refresher=uac"
+    h.receive(answer_from_target(update, 200, sdp_body=False), target_peer(onward), at=61.5)
+    out = first_copies(h.advance(125.0))
+    assert [m.method for m in out] == ["UPDATE"]
+    assert h.b2bua.calls
+
+
+def test_we_refresh_a_caller_that_does_not_support_timers(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    _, ok = timed_call(h, "Session-Expires: 300\r\n")
+    assert ok.headers.get("Session-Expires") == "300;refresher=uas"
+    assert "timer" not in ok.require
+    out = first_copies(h.advance(152.0))
+    update = only(out, sip.Request, method="UPDATE")
+    assert update.call_id == "call-1"
+
+
+def test_too_small_a_session_interval_is_422_with_min_se(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    out = h.receive(invite(extra="Session-Expires: 30\r\nSupported: timer\r\n"), CARRIER)
+    final = [m for m in out if isinstance(m, sip.Response) and m.status >= 200]
+    assert [r.status for r in final] == [422]
+    assert final[0].headers.get("Min-SE") == "90"
+    assert h.ended[0].cdr().disposition == "rejected"
