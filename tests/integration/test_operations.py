@@ -1,0 +1,144 @@
+"""Operators' signals on a running server: SIGTERM drains calls, SIGHUP reloads the plan."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from tests.support.server import MediacoreServer, free_sip_port
+from tests.support.sipp import SAMPLE_DIR, SCENARIOS
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "+31900123456"
+
+
+def plan(sip_port: int, storage: Path, numbers: dict[str, int], extra: str = "") -> str:
+    text = f"""
+[sip]
+listen = ["udp:127.0.0.1:{sip_port}"]
+drain_timeout = 2
+[rtp]
+port_range = [40400, 40599]
+[storage]
+dir = "{storage}"
+{extra}
+"""
+    for number, target_port in numbers.items():
+        text += f"""
+[[number]]
+number = "{number}"
+owner = "acme"
+targets = ["sip:+31201234567@127.0.0.1:{target_port}"]
+record = true
+"""
+    return text
+
+
+def send_invite(port: int, number: str, call_id: str,
+                sock: socket.socket | None = None) -> None:
+    """Send one INVITE with an SDP offer over UDP (from ``sock``, or a throwaway one)."""
+    own = sock is None
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+    try:
+        local = sock.getsockname()[1]
+        body = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                "m=audio 40000 RTP/AVP 8\r\n")
+        sock.sendto((
+            f"INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{call_id}\r\n"
+            f"From: <sip:+31611111111@127.0.0.1>;tag=x\r\nTo: <sip:{number}@127.0.0.1>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:{local}>\r\n"
+            f"Max-Forwards: 70\r\nContent-Type: application/sdp\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+        ).encode(), ("127.0.0.1", port))
+    finally:
+        if own:
+            sock.close()
+
+
+def invite_status(port: int, number: str, call_id: str) -> int:
+    """Send one INVITE and return the first final status it gets."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        send_invite(port, number, call_id, sock)
+        while True:
+            status = int(sock.recv(65535).split(b" ", 2)[1])
+            if status >= 200:
+                return status
+
+
+def test_sigterm_refuses_new_calls_and_ends_calls_in_progress_cleanly(
+    tmp_path: Path, sipp_binary: str
+) -> None:
+    callee_port = free_sip_port()
+    callee = subprocess.Popen(
+        [sipp_binary, "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-m", "1",
+         "-rtp_echo", "-nostdin", "-timeout", "60s"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sip_port = free_sip_port()
+    storage = tmp_path / "var"
+    server = MediacoreServer(tmp_path, plan(sip_port, storage, {SERVICE: callee_port}),
+                             sip_port)
+    server.start()
+    workdir = tmp_path / "sipp"
+    workdir.mkdir()
+    (workdir / "pcap").symlink_to(SAMPLE_DIR)
+    caller = subprocess.Popen(
+        [sipp_binary, "-sf", str(SCENARIOS / "caller_pcap.xml"), "-s", SERVICE,
+         "-i", "127.0.0.1", "-p", str(free_sip_port()), "-m", "1", "-d", "30000",
+         "-nostdin", "-timeout", "60s", f"127.0.0.1:{sip_port}"],
+        cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        server.wait_for_log("recording to", timeout=20)  # announced, answered, bridged
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for_log("stopping: no new calls")
+        assert invite_status(sip_port, SERVICE, "late-call") == 503
+        server.wait_for_log("drain timeout: ending 1 calls", timeout=10)
+        assert server.process.wait(timeout=20) == 0
+    finally:
+        server.stop()
+        for process in (caller, callee):
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+    (cdr,) = [json.loads(m) for m in re.findall(r": CDR (\{.*\})", server.log)]
+    assert cdr["hangup_by"] == "system" and cdr["disposition"] == "answered"
+    audio, rate = soundfile.read(storage / "recordings" / f"{cdr['recording']}.wav")
+    assert abs(len(audio) / rate - float(cdr["duration"])) < 0.1  # finalised, whole
+
+
+def test_sighup_reloads_the_number_plan_and_refuses_a_bad_file(tmp_path: Path) -> None:
+    sip_port = free_sip_port()
+    storage = tmp_path / "var"
+    new_number = "+31800000001"
+    server = MediacoreServer(tmp_path, plan(sip_port, storage, {SERVICE: 5999}), sip_port)
+    server.start()
+    try:
+        assert server.process is not None
+        assert invite_status(sip_port, new_number, "before-reload") == 404
+        server.config_path.write_text(plan(sip_port, storage, {new_number: 5999}))
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("reloaded")
+        send_invite(sip_port, new_number, "after-reload")
+        server.wait_for_log(f"INVITE after-reload for {new_number} (owner acme)")
+        assert invite_status(sip_port, SERVICE, "old-number") == 404
+        server.config_path.write_text("[sip\nthis is not TOML")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log("reload refused, keeping the running config")
+        send_invite(sip_port, new_number, "after-bad-reload")
+        server.wait_for_log(f"INVITE after-bad-reload for {new_number} (owner acme)")
+    finally:
+        assert server.stop() == 0, server.log
