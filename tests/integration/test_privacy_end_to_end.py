@@ -1,0 +1,79 @@
+"""A caller who withholds their number: it reaches no target, log, record or file.
+
+The caller sends Privacy: id with the number only in P-Asserted-Identity
+(RFC 3325), an anonymous From. After a recorded call, every place mediacore
+writes to is searched for the number in any of its forms.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import MediacoreServer, free_sip_port
+from tests.support.sipp import SAMPLE_DIR, SCENARIOS, run_sipp
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "+31900123456"
+WITHHELD = "+31687654321"
+FORMS = (b"31687654321", b"0687654321", b"687654321")
+
+
+def test_withheld_number_is_shown_nowhere_and_stored_nowhere(
+    tmp_path: Path, sipp_binary: str
+) -> None:
+    callee_port = free_sip_port()
+    target_trace = tmp_path / "target-messages.log"
+    callee = subprocess.Popen(
+        [sipp_binary, "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-m", "1",
+         "-rtp_echo", "-nostdin", "-timeout", "60s", "-trace_msg",
+         "-message_file", str(target_trace)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sip_port = free_sip_port()
+    storage = tmp_path / "var"
+    server = MediacoreServer(tmp_path, f"""
+[sip]
+listen = ["udp:127.0.0.1:{sip_port}"]
+[rtp]
+port_range = [40600, 40799]
+[storage]
+dir = "{storage}"
+[[number]]
+number = "{SERVICE}"
+owner = "acme"
+targets = ["sip:+31201234567@127.0.0.1:{callee_port}"]
+record = true
+""", sip_port)
+    server.start()
+    try:
+        workdir = tmp_path / "sipp"
+        workdir.mkdir()
+        (workdir / "pcap").symlink_to(SAMPLE_DIR)
+        result = run_sipp(sipp_binary, [
+            "-sf", str(SCENARIOS / "caller_withheld_pcap.xml"), "-s", SERVICE,
+            "-i", "127.0.0.1", "-p", str(free_sip_port()), "-m", "1", "-d", "1000",
+            f"127.0.0.1:{sip_port}"], timeout=40, cwd=workdir)
+        assert result.returncode == 0, result.stdout + result.stderr + server.log
+        server.wait_for_log(": CDR ")
+    finally:
+        assert server.stop() == 0, server.log
+        callee.wait(20)
+    (cdr,) = [json.loads(m) for m in re.findall(r": CDR (\{.*\})", server.log)]
+    assert cdr["caller"] == "anonymous" and cdr["disposition"] == "answered"
+    # What the target saw: anonymous, no P-Asserted-Identity, Privacy: id.
+    seen = target_trace.read_bytes()
+    assert b'From: "Anonymous" <sip:anonymous@anonymous.invalid>' in seen
+    assert b"P-Asserted-Identity" not in seen
+    places = {"server log": server.log.encode(), "target's messages": seen}
+    for path in storage.rglob("*"):
+        if path.is_file():
+            places[str(path)] = path.read_bytes() + str(path).encode()
+    assert any(p.endswith(".wav") for p in places)  # the recording is among them
+    for place, content in places.items():
+        for form in FORMS:
+            assert form not in content, f"{form!r} found in {place}"
