@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from mediacore import __version__
@@ -25,6 +26,7 @@ from mediacore.calls.call import Call, CallState, LocalContact
 from mediacore.calls.engine_media import EngineMedia
 from mediacore.calls.voicemail import VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
+from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
 from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
 from mediacore.rtp.player import PromptLibrary
 from mediacore.rtp.ports import PortPool
@@ -52,7 +54,9 @@ class Server:
         )
         self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
         self.prompts = PromptLibrary()
-        self.voicemail = VoicemailSender(config.smtp, spool_dir_for(config.storage.dir))
+        self.records = RecordsService(config)
+        self.voicemail = VoicemailSender(config.smtp, spool_dir_for(config.storage.dir),
+                                         on_delivered=self.records.record_voicemail_delivery)
         self.b2bua: B2BUA | None = None
         self._call_of_session: dict[int, str] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -64,6 +68,9 @@ class Server:
         self._wall_offset = time.time() - self._loop.time()
 
     async def start(self) -> None:
+        # Records first: a storage dir another server owns must stop us before
+        # we take calls whose CDRs we could not keep.
+        await self.records.start()
         await self.transports.listen(self.config.sip.listen)
         self.b2bua = B2BUA(
             self.config,
@@ -105,9 +112,18 @@ class Server:
         if isinstance(call.media, EngineMedia):
             self._call_of_session.pop(call.media.session.id, None)
         cdr = call.cdr()
-        # The CDR's journal and Redis publication come with the records
-        # plane; until then it is logged in full, so no call goes unbilled.
+        self.records.record_cdr(cdr)  # journal first, then Redis; never lost
         log.info("call %s: CDR %s", call.id, json.dumps(cdr.to_fields()))
+        recording = call.recording
+        if recording is not None and call.voicemail is None:
+            self.records.record_recording(RecordingHandle.create(
+                id=call.recording_id, call_id=call.id, number=call.number.number,
+                owner=call.number.owner, path=recording.path, created=cdr.end,
+                retention_days=call.number.retention_days, node=cdr.node,
+                facts=WavFacts(format="wav", sample_rate=recording.sample_rate,
+                               channels=recording.channels,
+                               duration=Decimal(f"{recording.duration:.3f}"),
+                               bytes=recording.bytes, sha256=recording.sha256)))
         voicemail = call.voicemail
         if voicemail is not None and call.number.voicemail_email:
             message = compose(
@@ -184,6 +200,7 @@ class Server:
             self._timer.cancel()
         await self.transports.close()
         self.engine.close()
+        await self.records.close()
 
     # --- the edge ------------------------------------------------------------------
 
@@ -256,8 +273,8 @@ async def _serve(config: Config, config_path: str | None) -> int:
     server = Server(config)
     try:
         await server.start()
-    except OSError as error:
-        log.error("cannot listen: %s", error)
+    except (OSError, RecordsError) as error:
+        log.error("cannot start: %s", error)
         await server.close()
         return 1
     loop = asyncio.get_running_loop()

@@ -10,11 +10,15 @@ success.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 
 from mediacore import __version__
-from mediacore.config import ConfigError, load_config
+from mediacore.config import Config, ConfigError, example_config_path, load_config
 
 EXIT_NOT_BUILT = 3
 
@@ -33,6 +37,8 @@ examples:
   mediacore serve -c /etc/mediacore/mediacore.toml
   mediacore check-config /etc/mediacore/mediacore.toml
   mediacore cdr list --format csv      CDRs from the local journal
+  mediacore cdr list --owner acme --since 2026-11-01 --until 2026-12-01 --format json
+  mediacore cdr export --owner acme --out ./acme-export
   mediacore retention sweep            delete recordings whose retention ended
 """
 
@@ -66,23 +72,135 @@ def build_parser() -> argparse.ArgumentParser:
 
     cdr = commands.add_parser("cdr", help="read call detail records from the local journal")
     cdr_commands = cdr.add_subparsers(dest="cdr_command", metavar="ACTION", required=True)
-    cdr_list = cdr_commands.add_parser("list", help="list CDRs")
-    cdr_list.add_argument("--format", choices=("csv", "json"), default="csv")
-    cdr_list.add_argument("-c", "--config", metavar="FILE")
-    cdr_export = cdr_commands.add_parser(
-        "export", help="write an owner's call history (CSV, JSON) and recordings (WAV)"
+    cdr_list = cdr_commands.add_parser(
+        "list", help="list CDRs",
+        description="Print CDRs from the local journal, oldest first, as CSV (with a header "
+        "of the contract's field names) or as a JSON array. Times are ISO 8601: a date "
+        "(2026-11-23, midnight UTC) or a date-time (UTC unless it names a zone). --since is "
+        "inclusive, --until exclusive; both compare with the call's start.",
     )
-    cdr_export.add_argument("--owner", required=True)
+    cdr_list.add_argument("--number", metavar="N", help="only calls to this service number")
+    cdr_list.add_argument("--owner", metavar="O", help="only this owner's calls")
+    cdr_list.add_argument("--since", metavar="T", type=_when, help="calls that started at/after T")
+    cdr_list.add_argument("--until", metavar="T", type=_when, help="calls that started before T")
+    cdr_list.add_argument("--format", choices=("csv", "json"), default="csv")
+    cdr_list.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
+    cdr_export = cdr_commands.add_parser(
+        "export", help="write an owner's call history (CSV, JSON) and recordings (WAV)",
+        description="Write the owner's CDRs (cdrs.csv, cdrs.json), their recordings' handles "
+        "(recordings.csv, recordings.json) and copies of the WAV files still kept "
+        "(recordings/ID.wav) into DIR, which must not exist or be empty. Recordings no "
+        "longer kept are listed with the reason.",
+    )
+    cdr_export.add_argument("--owner", required=True, metavar="O")
     cdr_export.add_argument("--out", required=True, metavar="DIR")
-    cdr_export.add_argument("-c", "--config", metavar="FILE")
+    cdr_export.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
 
     retention = commands.add_parser("retention", help="recording retention")
     retention_commands = retention.add_subparsers(
         dest="retention_command", metavar="ACTION", required=True
     )
-    sweep = retention_commands.add_parser("sweep", help="delete expired recordings now")
-    sweep.add_argument("-c", "--config", metavar="FILE")
+    sweep = retention_commands.add_parser(
+        "sweep", help="delete expired recordings now",
+        description="Delete every recording whose retention has ended: the file, its Redis "
+        "hash and expiry entry, with a 'deleted' event. Safe beside a running server. Exit "
+        "status 1 if a file could not be deleted or Redis could not be updated.",
+    )
+    sweep.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     return parser
+
+
+CONFIG_HELP = "TOML config file (default: the bundled example, storage under the working dir)"
+
+
+def _when(text: str) -> datetime:
+    from mediacore.records.history import parse_when
+
+    try:
+        return parse_when(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _load(path: str | None) -> Config | None:
+    """The config as ``serve`` would load it; errors go to stderr (None)."""
+    try:
+        if path is None:
+            return load_config(example_config_path(), base_dir=Path.cwd())
+        return load_config(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return None
+
+
+def _cli_logging() -> None:
+    """Warnings (a torn journal line, a file that would not go) on stderr, not on stdout."""
+    logging.basicConfig(level=logging.WARNING, format="mediacore: %(message)s",
+                        stream=sys.stderr)
+
+
+def cdr_list(args: argparse.Namespace) -> int:
+    from mediacore.records.history import iter_cdrs, select_cdrs, write_cdrs
+    from mediacore.records.journal import journal_dir
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    _cli_logging()
+    directory = journal_dir(config.storage.dir)
+    if not directory.is_dir():
+        print(f"mediacore: no journal in {directory} yet", file=sys.stderr)
+    cdrs = select_cdrs(iter_cdrs(directory), number=args.number, owner=args.owner,
+                       since=args.since, until=args.until)
+    try:
+        write_cdrs(cdrs, sys.stdout, args.format)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `mediacore cdr list | head`: the reader has what it wanted.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def cdr_export(args: argparse.Namespace) -> int:
+    from mediacore.records.history import export_owner
+    from mediacore.records.journal import journal_dir
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    _cli_logging()
+    try:
+        report = export_owner(journal_dir(config.storage.dir), args.owner, Path(args.out))
+    except OSError as error:
+        print(f"mediacore: cannot export to {args.out}: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {report.cdrs} CDRs, {report.recordings} recordings "
+          f"({len(report.copied)} WAV files copied) for owner {args.owner}")
+    for id, why in report.not_copied.items():
+        print(f"  recording {id} not included: {why}")
+    return 0
+
+
+def retention_sweep(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from mediacore.records.service import sweep_once
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    _cli_logging()
+    result = asyncio.run(sweep_once(config))
+    report = result.report
+    missing = sum(1 for d in report.deleted if d.file == "missing")
+    print(f"retention: {len(report.deleted)} recordings deleted ({missing} files were already "
+          f"gone), {len(report.failed)} could not be deleted")
+    for due, why in report.failed:
+        print(f"  recording {due.id} (call {due.call_id}): {due.path}: {why}", file=sys.stderr)
+    if result.publish_error:
+        print(f"mediacore: Redis not updated ({result.publish_error}); the deletions are in "
+              "the journal and are published by the server", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def check_config(path: str) -> int:
@@ -116,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "cdr":
-        return _not_built(f"`mediacore cdr {args.cdr_command}`")
+        return cdr_list(args) if args.cdr_command == "list" else cdr_export(args)
     if args.command == "retention":
-        return _not_built("`mediacore retention sweep`")
+        return retention_sweep(args)
     parser.error(f"unknown command {args.command!r}")
     return 2

@@ -9,6 +9,7 @@ should not have to restart the server once per typo.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TRANSPORTS = ("udp", "tcp")
 STARTTLS_MODES = ("opportunistic", "required", "off")
+FSYNC_MODES = ("record", "batch")
 
 
 class ConfigError(Exception):
@@ -104,6 +106,29 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class RecordsConfig:
+    """The records plane: journal durability and rotation, publication, retention.
+
+    ``fsync = "record"`` makes every record durable before it is acknowledged
+    or published (records that arrive during one fsync share the next);
+    ``"batch"`` fsyncs every ``batch_records`` records or ``batch_ms``
+    milliseconds, whichever comes first, so a power cut can lose that much
+    (a crash of the process alone loses nothing: the page cache survives it).
+    docs/records.md explains each key.
+    """
+
+    fsync: str = "record"
+    batch_records: int = 100
+    batch_ms: float = 200.0
+    rotate_mb: int = 64
+    rotate_daily: bool = True
+    sweep_interval: float = 60.0
+    marker_ttl_days: int = 30
+    retry_max_delay: float = 10.0
+    node: str = field(default_factory=socket.gethostname)
+
+
+@dataclass(frozen=True)
 class SmtpConfig:
     host: str = "127.0.0.1"
     port: int = 25
@@ -132,6 +157,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     redis: RedisConfig | None = None
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    records: RecordsConfig = field(default_factory=RecordsConfig)
     numbers: tuple[NumberConfig, ...] = ()
 
     def number(self, dialled: str) -> NumberConfig | None:
@@ -355,6 +381,34 @@ def _read_smtp(r: _Reader, table: dict[str, Any]) -> SmtpConfig:
         )
 
 
+def _read_records(r: _Reader, table: dict[str, Any]) -> RecordsConfig:
+    default = RecordsConfig()
+    with r.at("records"):
+        r.unknown_keys(table, {"fsync", "batch_records", "batch_ms", "rotate_mb",
+                               "rotate_daily", "sweep_interval", "marker_ttl_days",
+                               "retry_max_delay", "node"})
+        return RecordsConfig(
+            fsync=r.value(table, "fsync", str, default.fsync,
+                          lambda v: None if v in FSYNC_MODES
+                          else f"must be one of {', '.join(FSYNC_MODES)}"),
+            batch_records=r.value(table, "batch_records", int, default.batch_records,
+                                  _positive),
+            batch_ms=float(r.value(table, "batch_ms", (int, float), default.batch_ms,
+                                   _positive)),
+            rotate_mb=r.value(table, "rotate_mb", int, default.rotate_mb, _positive),
+            rotate_daily=r.value(table, "rotate_daily", bool, default.rotate_daily),
+            sweep_interval=float(r.value(table, "sweep_interval", (int, float),
+                                         default.sweep_interval, _positive)),
+            marker_ttl_days=r.value(table, "marker_ttl_days", int, default.marker_ttl_days,
+                                    _positive),
+            retry_max_delay=float(r.value(table, "retry_max_delay", (int, float),
+                                          default.retry_max_delay, _positive)),
+            node=r.value(table, "node", str, default.node,
+                         lambda v: None if v and not any(c.isspace() for c in v)
+                         else "must be non-empty, without spaces"),
+        )
+
+
 NUMBER_KEYS = {"number", "owner", "targets", "ring_timeout", "record", "retention_days",
                "announcement", "voicemail_email", "max_duration"}
 
@@ -407,7 +461,7 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
     the working directory of the process that loads it.
     """
     r = _Reader()
-    r.unknown_keys(document, {"sip", "rtp", "storage", "redis", "smtp", "number"})
+    r.unknown_keys(document, {"sip", "rtp", "storage", "redis", "smtp", "records", "number"})
     sip = _read_sip(r, r.table(document, "sip"))
     rtp = _read_rtp(r, r.table(document, "rtp"))
     storage_table = r.table(document, "storage")
@@ -418,6 +472,7 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
         storage_dir = base_dir / storage_dir
     redis = _read_redis(r, document)
     smtp = _read_smtp(r, r.table(document, "smtp"))
+    records = _read_records(r, r.table(document, "records"))
     raw_numbers = document.get("number", [])
     numbers: list[NumberConfig] = []
     if not isinstance(raw_numbers, list):
@@ -443,6 +498,7 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
         storage=StorageConfig(dir=storage_dir),
         redis=redis,
         smtp=smtp,
+        records=records,
         numbers=tuple(numbers),
     )
 

@@ -10,7 +10,6 @@ path of the recording. Everything lives under ./var/demo.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -63,13 +62,14 @@ def main() -> int:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
-    text = log_path.read_text()
-    found = re.findall(r": CDR (\{.*\})", text)
-    if not found:
-        print("demo: no CDR in", log_path, file=sys.stderr)
+    listing = subprocess.run([sys.executable, "-m", "mediacore", "cdr", "list",
+                              "--format", "json"], cwd=WORKDIR, capture_output=True, text=True,
+                             check=False)
+    if listing.returncode != 0 or not listing.stdout.strip():
+        print(listing.stderr, "demo: no CDR in the journal; see", log_path, file=sys.stderr)
         return 1
-    cdr = json.loads(found[-1])
-    print("CDR:")
+    cdr = json.loads(listing.stdout)[-1]
+    print("CDR (from the journal, `mediacore cdr list --format json`):")
     for key, value in cdr.items():
         print(f"  {key:12} {value}")
     if cdr.get("recording"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,12 +26,30 @@ def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["cdr", "list"], ["retention", "sweep"]],
+    ("argv", "out"),
+    [
+        (["cdr", "list"], "call_id,sip_call_id,number,owner,caller,target,start,answer,end,"
+                          "duration,disposition,sip_status,hangup_by,recording,node\n"),
+        (["cdr", "list", "--format", "json"], "[]\n"),
+        (["retention", "sweep"], "retention: 0 recordings deleted"),
+    ],
 )
-def test_unbuilt_commands_say_so(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(argv) == EXIT_NOT_BUILT
-    assert "not built yet" in capsys.readouterr().err
+def test_records_commands_work_on_an_empty_storage_dir(
+    argv: list[str], out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # without -c: the bundled example, storage in ./var
+    assert main(argv) != EXIT_NOT_BUILT
+    captured = capsys.readouterr()
+    assert captured.out.startswith(out)
+    assert "not built yet" not in captured.err
+
+
+def test_cdr_export_requires_an_owner(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cdr", "export", "--out", "x"])
+    assert exit_info.value.code == 2
+    assert "--owner" in capsys.readouterr().err
 
 
 def test_python_dash_m_is_the_same_program() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import tomllib
 from pathlib import Path
 
@@ -137,3 +138,58 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
     broken.write_text("[sip\n")
     with pytest.raises(ConfigError, match=r"broken.toml: not valid TOML"):
         load_config(broken)
+
+
+def test_records_defaults_journal_every_record() -> None:
+    records = parse_config({}, "empty.toml").records
+    assert (records.fsync, records.batch_records, records.batch_ms) == ("record", 100, 200.0)
+    assert (records.rotate_mb, records.rotate_daily) == (64, True)
+    assert (records.sweep_interval, records.marker_ttl_days) == (60.0, 30)
+    assert records.node == socket.gethostname()
+
+
+def test_records_section_is_read() -> None:
+    records = parse_config(tomllib.loads(
+        """
+        [records]
+        fsync = "batch"
+        batch_records = 50
+        batch_ms = 20
+        rotate_mb = 8
+        rotate_daily = false
+        sweep_interval = 300
+        marker_ttl_days = 90
+        retry_max_delay = 2.5
+        node = "media-3"
+        """), "r.toml").records
+    assert (records.fsync, records.batch_records, records.batch_ms) == ("batch", 50, 20.0)
+    assert (records.rotate_mb, records.rotate_daily, records.sweep_interval) == (8, False, 300.0)
+    assert (records.marker_ttl_days, records.retry_max_delay, records.node) == (90, 2.5,
+                                                                                "media-3")
+
+
+def test_records_problems_name_their_keys() -> None:
+    assert problems(
+        """
+        [records]
+        fsync = "sometimes"
+        batch_records = 0
+        batch_ms = "soon"
+        rotate_mb = -1
+        rotate_daily = "yes"
+        sweep_interval = 0
+        marker_ttl_days = 1.5
+        node = "media 3"
+        colour = "blue"
+        """
+    ) == [
+        "records.colour: unknown key",
+        "records.fsync: must be one of record, batch",
+        "records.batch_records: must be greater than 0",
+        "records.batch_ms: expected an integer or a number, got str",
+        "records.rotate_mb: must be greater than 0",
+        "records.rotate_daily: expected true or false, got str",
+        "records.sweep_interval: must be greater than 0",
+        "records.marker_ttl_days: expected an integer, got float",
+        "records.node: must be non-empty, without spaces",
+    ]

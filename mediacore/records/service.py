@@ -1,0 +1,438 @@
+"""The records plane as the app sees it: one object, started and closed with the server.
+
+Wiring (app.py)::
+
+    records = RecordsService(config)
+    await records.start()                 # before the SIP transports listen
+    ...
+    records.record_cdr(cdr)               # when a call ends: returns at once
+    records.record_recording(handle)      # when a recording is closed
+    records.record_voicemail_delivery(h)  # when a voicemail was e-mailed
+    ...
+    await records.close()                 # on SIGTERM, after calls have drained
+
+``record_*`` never block the event loop: the record is encoded on the
+caller's side (so a bad one fails in the caller) and handed to the journal's
+writer thread; the returned future resolves once it is durable per
+``[records] fsync``. Awaiting it is optional: a failure is logged and
+counted either way, and the record is retried, never dropped, while the
+process lives. Records are published to Redis only after they are durable.
+
+Only one service may own a storage dir (``journal/service.lock``, an
+``flock``): two publishers and two cursors over one journal would be a
+mess, and a second server on the same dir is always a mistake.
+``mediacore retention sweep`` and ``cdr list`` may run beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol, cast
+
+from redis.exceptions import RedisError
+
+from mediacore.config import Config
+from mediacore.records.cdr import Cdr
+from mediacore.records.journal import Entry, Journal, Position, journal_dir
+from mediacore.records.publisher import Backoff, Lag, Publisher
+from mediacore.records.recordings import RecordingHandle
+from mediacore.records.redis_sink import RedisSink
+from mediacore.records.retention import Due, RecordingIndex, Sweeper, SweepReport
+from mediacore.records.timefmt import utc_now
+from mediacore.records.writer import (
+    Durable,
+    FsyncPolicy,
+    JournalError,
+    JournalWriter,
+    mark_retrieved,
+)
+
+__all__ = [
+    "RecordsError",
+    "RecordsService",
+    "RecordsStats",
+    "SweepOnce",
+    "VoicemailDelivered",
+    "sweep_once",
+]
+
+log = logging.getLogger("mediacore.records")
+
+SERVICE_LOCK = "service.lock"
+
+
+DEFAULT_RETENTION_DAYS = 30  # a number no longer in the config: NumberConfig's default
+
+
+class VoicemailDelivered(Protocol):
+    """What the voicemail sender knows once the owner's mail server took a message."""
+
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def number(self) -> str: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def accepted_at(self) -> datetime: ...
+    @property
+    def bytes(self) -> int: ...
+
+
+class RecordsError(Exception):
+    """The records plane cannot start (storage unusable, dir owned by another process)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsStats:
+    """Counters since start, for metrics."""
+
+    journaled: int
+    journal_errors: int
+    published: int
+    duplicates: int
+    rejected: int
+    publish_errors: int
+    replayed: int
+    sweeps: int
+    recordings_deleted: int
+    sweep_failures: int
+
+
+class RecordsService:
+    """CDRs and recording handles: journal first, Redis second, retention last."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        publish_batch: int = 500,
+        lag_log_interval: float = 30.0,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.settings = config.records
+        self.node = config.records.node
+        self.storage_dir = Path(config.storage.dir)
+        self.journal_dir = journal_dir(self.storage_dir)
+        self.recordings_dir = self.storage_dir / "recordings"
+        self._clock = clock
+        self._publish_batch = publish_batch
+        self._lag_log_interval = lag_log_interval
+        self._close_timeout = close_timeout
+        self._journal: Journal | None = None
+        self._writer: JournalWriter | None = None
+        self._publisher: Publisher | None = None
+        self._sink: RedisSink | None = None
+        self._sweeper: Sweeper | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._lock_fd = -1
+        self._state = "new"
+
+    # --- life cycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the journal, replay what Redis may lack, start publisher and sweeper."""
+        if self._state != "new":
+            raise RecordsError(f"RecordsService.start() called when {self._state}")
+        try:
+            await asyncio.to_thread(self._open_storage)
+        except OSError as error:
+            raise RecordsError(f"records: cannot use {self.storage_dir}: {error}") from error
+        try:
+            await self._start_tasks()
+        except BaseException:
+            self._state = "closed"
+            await self._shutdown()
+            raise
+        self._state = "running"
+
+    async def _start_tasks(self) -> None:
+        assert self._journal is not None
+        durable_end = await asyncio.to_thread(self._journal.sync)
+        index = await asyncio.to_thread(RecordingIndex.from_journal, self.journal_dir)
+        mode = cast(Literal["record", "batch"], self.settings.fsync)
+        policy = FsyncPolicy(mode, self.settings.batch_records, self.settings.batch_ms)
+        self._writer = JournalWriter(self._journal, policy, on_durable=self._on_durable)
+        redis = self.config.redis
+        if redis is not None:
+            self._sink = RedisSink(redis.url, redis.prefix,
+                                   marker_ttl=self.settings.marker_ttl_days * 86_400)
+            self._publisher = Publisher(
+                self.journal_dir, self._sink, batch=self._publish_batch,
+                backoff=Backoff(cap=self.settings.retry_max_delay),
+                log_interval=self._lag_log_interval,
+            )
+            await self._publisher.start(durable_end)
+        self._sweeper = Sweeper(storage_dir=self.storage_dir, node=self.node, index=index,
+                                journal=self._journal_deletion, sink=self._sink,
+                                clock=self._clock)
+        self._sweep_task = asyncio.create_task(self._sweep_loop(), name="records-sweeper")
+        log.info("records: journal %s (fsync %s), %d live recordings, %s", self.journal_dir,
+                 self.settings.fsync, len(index),
+                 f"publishing to Redis {redis.prefix}:*" if redis else "no Redis (journal only)")
+
+    async def close(self) -> None:
+        """Stop sweeping, make every record durable, publish what Redis takes, let go.
+
+        Call it after calls have drained (SIGTERM): a record submitted after
+        this still reaches the journal, synchronously, with a warning.
+        """
+        if self._state != "running":
+            return
+        self._state = "closing"
+        await self._shutdown()
+        self._state = "closed"
+
+    async def _shutdown(self) -> None:
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep_task
+        if self._writer is not None:
+            await self._writer.close()
+        if self._publisher is not None:
+            await self._publisher.close(self._close_timeout)
+        if self._sink is not None:
+            with contextlib.suppress(Exception):
+                await self._sink.close()
+        if self._journal is not None:
+            self._journal.close()
+        self._release_lock()
+
+    async def __aenter__(self) -> RecordsService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- what the call layer calls ---------------------------------------------
+
+    def record_cdr(self, cdr: Cdr) -> asyncio.Future[Position]:
+        """Journal a finished call's CDR, then publish it. Never blocks the loop.
+
+        An empty ``cdr.node`` is filled with this node's name.
+        """
+        if not cdr.node:
+            cdr = dataclasses.replace(cdr, node=self.node)
+        return self._submit("cdr", cdr.to_fields())
+
+    def record_recording(self, handle: RecordingHandle) -> asyncio.Future[Position]:
+        """Journal and publish a finished recording's handle; the sweeper takes it from here."""
+        if not handle.node:
+            handle = dataclasses.replace(handle, node=self.node)
+        if handle.kind != "call":
+            raise ValueError("record_recording takes call recordings; voicemail goes to "
+                             "record_voicemail_delivery")
+        return self._submit("recording", handle.to_fields(), handle)
+
+    def record_voicemail_delivery(
+        self, delivery: RecordingHandle | VoicemailDelivered
+    ) -> asyncio.Future[Position]:
+        """Journal and publish that a voicemail was delivered; the handle keeps no path.
+
+        Takes a handle (``RecordingHandle.voicemail``) or the voicemail
+        sender's report as it is (``calls.voicemail.DeliveryReport`` fits
+        :class:`VoicemailDelivered`), so it can be the sender's
+        ``on_delivered`` callback directly. From a report, the retention is
+        the number's in the config now, and the message's id is a new one.
+        Deleting the message itself is the voicemail module's job.
+        """
+        if isinstance(delivery, RecordingHandle):
+            handle = delivery
+        else:
+            number = self.config.number(delivery.number)
+            handle = RecordingHandle.voicemail(
+                call_id=delivery.call_id, number=delivery.number, owner=delivery.owner,
+                delivered=delivery.accepted_at, bytes=delivery.bytes,
+                retention_days=number.retention_days if number else DEFAULT_RETENTION_DAYS)
+        if not handle.node:
+            handle = dataclasses.replace(handle, node=self.node)
+        if handle.kind != "voicemail" or handle.delivered is None:
+            raise ValueError("a voicemail delivery needs kind 'voicemail' and a delivered time")
+        return self._submit("voicemail-delivered", handle.to_fields(), handle)
+
+    def lag(self) -> Lag:
+        """Records durable in the journal and not yet in Redis (all zero without Redis)."""
+        if self._publisher is None:
+            return Lag(enabled=False)
+        return self._publisher.lag()
+
+    def stats(self) -> RecordsStats:
+        writer, publisher, sweeper = self._writer, self._publisher, self._sweeper
+        return RecordsStats(
+            journaled=writer.written if writer else 0,
+            journal_errors=writer.errors if writer else 0,
+            published=publisher.published if publisher else 0,
+            duplicates=publisher.duplicates if publisher else 0,
+            rejected=publisher.rejected if publisher else 0,
+            publish_errors=publisher.errors if publisher else 0,
+            replayed=publisher.replayed if publisher else 0,
+            sweeps=sweeper.sweeps if sweeper else 0,
+            recordings_deleted=sweeper.deleted if sweeper else 0,
+            sweep_failures=sweeper.failures if sweeper else 0,
+        )
+
+    async def sweep(self) -> SweepReport:
+        """Run a retention sweep now (the sweeper also runs every ``sweep_interval``)."""
+        if self._sweeper is None or self._state != "running":
+            raise RecordsError("the records service is not running")
+        return await self._sweeper.sweep()
+
+    async def wait_published(self, timeout: float | None = None) -> bool:
+        """True once everything journaled so far is in Redis (tests, drains)."""
+        if self._publisher is None:
+            return True
+        return await self._publisher.wait_idle(timeout)
+
+    # --- inside --------------------------------------------------------------------
+
+    def _submit(self, type: str, data: dict[str, Any],
+                handle: RecordingHandle | None = None) -> asyncio.Future[Position]:
+        at = self._clock()
+        if self._state != "running" or self._writer is None:
+            return self._submit_late(type, data, at)
+        future = self._writer.submit(type, data, at)
+        if handle is not None and self._sweeper is not None:
+            self._sweeper.index.add(Due.of(handle))
+        return future
+
+    def _submit_late(self, type: str, data: dict[str, Any],
+                     at: datetime) -> asyncio.Future[Position]:
+        """Before start or after close: still journal it (blocking), never drop it.
+
+        It is published at the next start, like anything past the cursor.
+        """
+        log.warning("records: %s submitted while the service is %s; writing it to the "
+                    "journal synchronously", type, self._state)
+        future: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(mark_retrieved)
+        try:
+            with Journal(self.journal_dir, rotate_bytes=self.settings.rotate_mb << 20,
+                         rotate_daily=self.settings.rotate_daily) as journal:
+                future.set_result(journal.append([(type, data)], sync=True, at=at)[0])
+        except OSError as error:
+            log.critical("records: %s could not be journaled: %s (%s)", type, error, data)
+            future.set_exception(JournalError(f"journal write failed: {error}"))
+        return future
+
+    def _on_durable(self, durable: Durable) -> None:
+        if self._publisher is not None:
+            self._publisher.durable(durable)
+
+    async def _journal_deletion(self, type: str, data: dict[str, Any]) -> Position:
+        assert self._writer is not None
+        return await self._writer.submit(type, data, self._clock())
+
+    async def _sweep_loop(self) -> None:
+        interval = self.settings.sweep_interval
+        while True:
+            try:
+                assert self._sweeper is not None
+                await self._sweeper.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention sweep failed; trying again in %.0f s", interval)
+            await asyncio.sleep(interval)
+
+    def _open_storage(self) -> None:
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.journal_dir / SERVICE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RecordsError(f"records: {self.storage_dir} is in use by another mediacore "
+                               f"process (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        try:
+            self._journal = Journal(self.journal_dir,
+                                    rotate_bytes=self.settings.rotate_mb << 20,
+                                    rotate_daily=self.settings.rotate_daily)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+@dataclass(slots=True)
+class SweepOnce:
+    """What ``mediacore retention sweep`` did; ``publish_error`` if Redis refused it."""
+
+    report: SweepReport
+    publish_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok and self.publish_error is None
+
+
+async def sweep_once(config: Config, *, clock: Callable[[], datetime] = utc_now) -> SweepOnce:
+    """One retention sweep outside the server (``mediacore retention sweep``).
+
+    Safe beside a running server: journal appends are ``flock``ed, file
+    deletion tolerates a file the other sweeper already took, and Redis
+    drops the second deletion event by its marker. The deletions are
+    published here, directly; if Redis is down they wait in the journal for
+    the server's publisher (at its next start at the latest).
+    """
+    directory = journal_dir(Path(config.storage.dir))
+    index = await asyncio.to_thread(RecordingIndex.from_journal, directory)
+    journal: Journal | None = None
+    settings = config.records
+
+    async def append(type: str, data: dict[str, Any]) -> Position:
+        nonlocal journal
+        if journal is None:
+            journal = await asyncio.to_thread(
+                Journal, directory, rotate_bytes=settings.rotate_mb << 20,
+                rotate_daily=settings.rotate_daily)
+        opened = journal
+        positions = await asyncio.to_thread(opened.append, [(type, data)], sync=True)
+        return positions[0]
+
+    sink = None
+    if config.redis is not None:
+        sink = RedisSink(config.redis.url, config.redis.prefix,
+                         marker_ttl=settings.marker_ttl_days * 86_400)
+    try:
+        sweeper = Sweeper(storage_dir=Path(config.storage.dir), node=settings.node, index=index,
+                          journal=append, sink=sink, clock=clock)
+        result = SweepOnce(await sweeper.sweep())
+        if sink is not None and result.report.deleted:
+            entries = [Entry("recording-deleted", d.to_fields(), "", Position(0, 0))
+                       for d in result.report.deleted]
+            try:
+                await sink.publish(entries)
+            except (RedisError, OSError) as error:
+                result.publish_error = f"{type(error).__name__}: {error}"
+        elif sink is not None and result.report.redis_error:
+            result.publish_error = result.report.redis_error
+        return result
+    finally:
+        if sink is not None:
+            with contextlib.suppress(Exception):
+                await sink.close()
+        if journal is not None:
+            journal.close()
