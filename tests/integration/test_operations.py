@@ -142,3 +142,36 @@ def test_sighup_reloads_the_number_plan_and_refuses_a_bad_file(tmp_path: Path) -
         server.wait_for_log(f"INVITE after-bad-reload for {new_number} (owner acme)")
     finally:
         assert server.stop() == 0, server.log
+
+
+def test_a_call_without_rtp_is_hung_up_after_the_inactivity_timeout(
+    tmp_path: Path, sipp_binary: str
+) -> None:
+    """SIPp's plain uac and uas send no RTP at all: the call must not live on."""
+    callee_port = free_sip_port()
+    callee = subprocess.Popen(
+        [sipp_binary, "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-m", "1",
+         "-nostdin", "-timeout", "60s"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sip_port = free_sip_port()
+    storage = tmp_path / "var"
+    config = plan(sip_port, storage, {SERVICE: callee_port}).replace(
+        "record = true", "record = false").replace("[rtp]\n", "[rtp]\ninactivity_timeout = 2\n")
+    server = MediacoreServer(tmp_path, config, sip_port)
+    server.start()
+    caller = subprocess.Popen(
+        [sipp_binary, "-sn", "uac", "-s", SERVICE, "-i", "127.0.0.1",
+         "-p", str(free_sip_port()), "-m", "1", "-d", "30000", "-nostdin", "-timeout", "60s",
+         f"127.0.0.1:{sip_port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        server.wait_for_log("no RTP from either side", timeout=20)
+        server.wait_for_log(": CDR ")
+    finally:
+        assert server.stop() == 0, server.log
+        for process in (caller, callee):
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+    (cdr,) = [json.loads(m) for m in re.findall(r": CDR (\{.*\})", server.log)]
+    assert cdr["hangup_by"] == "system" and cdr["disposition"] == "answered"

@@ -546,3 +546,14 @@ def test_too_small_a_session_interval_is_422_with_min_se(tmp_path: Path) -> None
     assert [r.status for r in final] == [422]
     assert final[0].headers.get("Min-SE") == "90"
     assert h.ended[0].cdr().disposition == "rejected"
+
+
+def test_media_inactivity_ends_both_legs_as_system(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    onward, _ = ring_and_answer(h)
+    call = next(iter(h.b2bua.calls.values()))
+    out = first_copies([sip.parse(t.data) for t in
+                        h.settle(h.b2bua.media_inactive(call.id, 40.0))])
+    assert sorted(m.call_id for m in out if m.method == "BYE") == sorted(["call-1",
+                                                                         onward.call_id])
+    assert h.ended[0].cdr().hangup_by == "system"
