@@ -13,7 +13,7 @@ of a core.
     .venv/bin/pytest benchmarks/bench_recorder.py --benchmark-only
     .venv/bin/python benchmarks/bench_recorder.py --profile   # where the reference spends
 
-Results: benchmarks/results-recorder.md.
+Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ updates, min/max calls; the G.711 decode itself is 1% of it); at 100,000
 recorded packets per second that is over a quarter of a core. Here a packet
 is parsed, checked and decoded into its leg's buffer in 0.19 µs with no
 Python object created, and Python is called once per blob (and the writer
-once per 100 ms). benchmarks/results-recorder.md has the figures.
+once per 100 ms). benchmarks/RESULTS.md has the figures.
 
 Samples are never computed on: the G.711 tables are copied byte for byte
 from ``mediacore._codecs`` (the project's one decoder, so the two cannot

@@ -64,7 +64,7 @@ Two implementations of the same algorithm: :class:`ReferenceAligner` here,
 in plain Python and numpy, is the readable specification; the compiled
 ``mediacore.rtp._recorder.Aligner`` is what runs (0.19 against 2.7 µs per
 packet for the alignment itself; 0.9 against 4.5 µs with the WAV writer at
-1,000 concurrent calls: benchmarks/results-recorder.md). Tests feed both
+1,000 concurrent calls: benchmarks/RESULTS.md). Tests feed both
 the same random streams and require byte-identical output.
 """
 
