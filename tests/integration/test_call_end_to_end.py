@@ -20,7 +20,7 @@ import pytest
 import soundfile
 
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import SAMPLE_DIR, SCENARIOS, run_sipp
+from tests.support.sipp import call_with_pcap
 
 pytestmark = pytest.mark.integration
 
@@ -74,13 +74,9 @@ def test_recorded_call_with_announcement_audio_and_cdr(
     server = MediacoreServer(tmp_path, config(sip_port, callee, storage), sip_port)
     server.start()
     try:
-        workdir = tmp_path / "sipp"
-        workdir.mkdir()
-        (workdir / "pcap").symlink_to(SAMPLE_DIR)
-        result = run_sipp(sipp_binary, [
-            "-sf", str(SCENARIOS / "caller_pcap.xml"), "-s", SERVICE, "-i", "127.0.0.1",
-            "-p", str(free_sip_port()), "-m", "1", "-d", "3000", f"127.0.0.1:{sip_port}",
-        ], timeout=40, cwd=workdir)
+        result = call_with_pcap(sipp_binary, "caller_pcap.xml", service=SERVICE,
+                                server_port=sip_port, workdir=tmp_path / "sipp",
+                                hold_ms=3000, local_port=free_sip_port())
         assert result.returncode == 0, result.stdout + result.stderr + server.log
         server.wait_for_log(": CDR ")
     finally:

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import SAMPLE_DIR, SCENARIOS, run_sipp
+from tests.support.sipp import call_with_pcap
 
 pytestmark = pytest.mark.integration
 
@@ -90,13 +90,9 @@ record = true
 """, sip_port)
     server.start()
     try:
-        workdir = tmp_path / "sipp"
-        workdir.mkdir()
-        (workdir / "pcap").symlink_to(SAMPLE_DIR)
-        result = run_sipp(sipp_binary, [
-            "-sf", str(SCENARIOS / "caller_withheld_pcap.xml"), "-s", SERVICE,
-            "-i", "127.0.0.1", "-p", str(free_sip_port()), "-m", "1", "-d", "1000",
-            f"127.0.0.1:{sip_port}"], timeout=40, cwd=workdir)
+        result = call_with_pcap(sipp_binary, "caller_withheld_pcap.xml", service=SERVICE,
+                                server_port=sip_port, workdir=tmp_path / "sipp",
+                                hold_ms=1000, local_port=free_sip_port())
         assert result.returncode == 0, result.stdout + result.stderr + server.log
         server.wait_for_log(": CDR ")
         wait_for_stream(redis_url, "mediacore:cdr", 1)

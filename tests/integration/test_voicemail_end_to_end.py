@@ -26,7 +26,7 @@ from aiosmtpd.controller import Controller
 
 from tests.support.ports import free_port
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import SAMPLE_DIR, SCENARIOS, run_sipp
+from tests.support.sipp import SCENARIOS, call_with_pcap
 
 pytestmark = pytest.mark.integration
 
@@ -98,14 +98,10 @@ voicemail_email = "owner@acme.test"
 """, sip_port)
     server.start()
     try:
-        workdir = tmp_path / "sipp"
-        workdir.mkdir()
-        (workdir / "pcap").symlink_to(SAMPLE_DIR)
         # Greeting (4.9 s) and beep (0.3 s), then about 3 s of message.
-        result = run_sipp(sipp_binary, [
-            "-sf", str(SCENARIOS / "caller_pcap.xml"), "-s", SERVICE, "-i", "127.0.0.1",
-            "-p", str(free_sip_port()), "-m", "1", "-d", "8500", f"127.0.0.1:{sip_port}",
-        ], timeout=40, cwd=workdir)
+        result = call_with_pcap(sipp_binary, "caller_pcap.xml", service=SERVICE,
+                                server_port=sip_port, workdir=tmp_path / "sipp",
+                                hold_ms=8500, local_port=free_sip_port())
         assert result.returncode == 0, result.stdout + result.stderr + server.log
         server.wait_for_log(": CDR ")
         deadline = time.monotonic() + 20

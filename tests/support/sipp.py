@@ -52,3 +52,28 @@ def run_sipp(
 
 #: The project's SIPp scenarios (used by tests, benchmarks and the demo).
 SCENARIOS = Path(__file__).resolve().parents[2] / "sipp-scenarios"
+
+
+def call_with_pcap(
+    binary: str,
+    scenario: str,
+    *,
+    service: str,
+    server_port: int,
+    workdir: Path,
+    hold_ms: int,
+    local_port: int,
+) -> subprocess.CompletedProcess[str]:
+    """One bounded SIPp call from ``scenario`` that plays g711a.pcap after the 200.
+
+    SIPp reads the capture from ``pcap/`` under its working directory, so
+    ``workdir`` gets a link to SIPp's samples. ``hold_ms`` is the hold time
+    after the audio started (SIPp's ``-d``).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "pcap").exists():
+        (workdir / "pcap").symlink_to(SAMPLE_DIR)
+    return run_sipp(binary, [
+        "-sf", str(SCENARIOS / scenario), "-s", service, "-i", "127.0.0.1",
+        "-p", str(local_port), "-m", "1", "-d", str(hold_ms), f"127.0.0.1:{server_port}",
+    ], timeout=40, cwd=workdir)
