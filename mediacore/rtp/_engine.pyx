@@ -17,7 +17,7 @@ Thread model and locking.
   datagrams), the per-packet work, and one sendmmsg out of the other leg's
   matching socket. Relay sockets are edge-triggered: level-triggered epoll
   re-polls every reported socket on the next epoll_wait, which measured
-  about 4% of the engine's CPU (benchmarks/results-rtp.md); so each socket
+  about 4% of the engine's CPU (benchmarks/RESULTS.md); so each socket
   is read until recvmmsg comes back short.
 - Each session has a pthread mutex. The engine holds it while it handles one
   readable socket of that session (a few µs); Python takes it to change the
@@ -347,7 +347,8 @@ cdef struct Session:
     Leg legs[2]
     Endpoint eps[4]
     int rec_on
-    unsigned char *rec_buf
+    unsigned char *rec_buf      # the engine appends here
+    unsigned char *rec_spare    # drained blobs are copied out of this one
     size_t rec_cap
     size_t rec_used
     size_t rec_threshold
@@ -868,31 +869,48 @@ cdef class SessionHandle:
     def set_recording(self, bint on):
         cdef Session *s = self._live()
         cdef unsigned char *buf = NULL
+        cdef unsigned char *spare = NULL
         if on and s.rec_buf == NULL:
             # Not touched until written, so only drained-to sizes become resident.
             buf = <unsigned char *>malloc(self.engine.c.rec_capacity)
-            if buf == NULL:
+            spare = <unsigned char *>malloc(self.engine.c.rec_capacity)
+            if buf == NULL or spare == NULL:
+                free(buf)
+                free(spare)
                 raise MemoryError()
         pthread_mutex_lock(&s.lock)
         if buf != NULL:
             s.rec_buf = buf
+            s.rec_spare = spare
             s.rec_cap = self.engine.c.rec_capacity
             s.rec_threshold = self.engine.c.rec_threshold
         s.rec_on = on
         pthread_mutex_unlock(&s.lock)
 
     def drain_recording(self):
-        """Everything recorded since the last drain, as one blob (b"" if nothing)."""
+        """Everything recorded since the last drain, as one blob (b"" if nothing).
+
+        The buffers are swapped under the session's mutex and the blob is
+        built after it is released: the engine thread never waits for an
+        allocation, and the lock is held for a few instructions, so the
+        engine (which may run at real-time priority) cannot be held up by a
+        lower-priority thread preempted while holding it.
+        """
         cdef Session *s = self._live()
-        cdef object blob
+        cdef unsigned char *full
+        cdef size_t used
         if s.rec_used == 0:  # a racy peek is fine: the next drain gets it
             return b""
         pthread_mutex_lock(&s.lock)
-        blob = PyBytes_FromStringAndSize(<char *>s.rec_buf, s.rec_used)
+        full = s.rec_buf
+        used = s.rec_used
+        s.rec_buf = s.rec_spare
+        s.rec_spare = full
         s.rec_used = 0
         s.rec_notified = 0
         pthread_mutex_unlock(&s.lock)
-        return blob
+        # Only this thread (with the GIL) touches rec_spare between drains.
+        return PyBytes_FromStringAndSize(<char *>full, used)
 
     def stats(self):
         """(A-to-B dict, B-to-A dict, recorded packets, recording drops)."""
@@ -1169,6 +1187,7 @@ cdef class Engine:
         self._sessions.pop(h.id, None)
         pthread_mutex_destroy(&s.lock)
         free(s.rec_buf)
+        free(s.rec_spare)
         free(s)
 
     def poll_events(self):

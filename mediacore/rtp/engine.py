@@ -37,6 +37,13 @@ RTCP follows the same rule on the RTCP sockets. RTCP multiplexed on the RTP
 port (RFC 5761) is recognised by its packet type and relayed RTP socket to
 RTP socket, without touching RTP statistics or the recording.
 
+Threads: the packet thread never takes the GIL; the event loop thread
+calls into it through short per-session critical sections (configuration,
+counters, swapping the recording buffer) and learns about events from an
+eventfd it watches with ``add_reader``. The design and the locking rules are
+in the docstring of ``_engine.pyx``; the measurements behind them in
+benchmarks/RESULTS.md.
+
 Payload, SSRC, sequence numbers and timestamps pass through unchanged:
 this is a relay, not a re-packetiser. Both legs must therefore use the same
 codec (the B2BUA's SDP answer makes sure of that).
@@ -337,7 +344,7 @@ class MediaEngine:
 
         ``realtime_priority`` (1-99) runs the packet thread under SCHED_FIFO.
         On a shared core every other runnable task otherwise gets its CFS
-        slice (milliseconds) while packets queue: in benchmarks/results-rtp.md
+        slice (milliseconds) while packets queue: in benchmarks/RESULTS.md
         that, not CPU, is what decides p99 latency. The kernel's RT
         throttling still leaves 5% of the CPU to everything else; needs root
         or CAP_SYS_NICE (PermissionError otherwise, the thread keeps running).
@@ -348,13 +355,13 @@ class MediaEngine:
             raise RuntimeError("the engine is already started")
         self._thread = threading.Thread(target=self._core.run, name="rtp-engine", daemon=True)
         self._thread.start()
-        if realtime_priority is not None and self._thread.native_id is not None:
-            os.sched_setscheduler(self._thread.native_id, os.SCHED_FIFO,
-                                  os.sched_param(realtime_priority))
         if loop is not None:
             self._loop = loop
             self._on_events = on_events
             loop.add_reader(self.event_fd, self._events_ready)
+        if realtime_priority is not None and self._thread.native_id is not None:
+            os.sched_setscheduler(self._thread.native_id, os.SCHED_FIFO,
+                                  os.sched_param(realtime_priority))
 
     def _events_ready(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import random
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -363,6 +365,28 @@ def test_stats_match_the_rfc_reference_on_a_messy_stream(engine: MediaEngine, pe
     assert st.packets == len(script)
 
 
+def test_a_backlog_is_drained_without_new_packets(engine: MediaEngine, peers) -> None:
+    """The sockets are edge-triggered and one wake-up reads at most a few
+    batches from a socket: whatever is left must still be relayed, with no
+    further packet arriving to trigger it."""
+    a, b = peers(), peers()
+    b.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s = call(engine, a, b)
+    for i in range(2000):  # faster than the relay: a backlog builds up
+        a.send(rtp(i, b"x" * 20), s.leg_a.rtp)
+    relay_socket = s._pairs[0].rtp
+
+    def drained() -> bool:
+        st = s.stats().a_to_b
+        pending = fcntl.ioctl(relay_socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        return pending == b"\0\0\0\0" and st.forwarded == st.packets
+
+    wait_for(drained, "the relay socket to be emptied")
+    st = s.stats().a_to_b
+    assert st.packets > 4 * 32  # more than one wake-up's share
+    assert len(b.recv(st.forwarded)) == st.forwarded and b.nothing()
+
+
 def test_garbage_is_dropped_and_counted(engine: MediaEngine, peers) -> None:
     a, b = peers(), peers()
     s = call(engine, a, b)
@@ -546,6 +570,34 @@ def test_sessions_are_isolated_and_removable_under_traffic(
     for i, s in enumerate(sessions[1::2]):
         a.send(rtp(70000 + i, b"live" * 40), s.leg_a.rtp)
     assert sorted(src[1] for _, src in b.recv(20)) == sorted(s.leg_b.rtp for s in sessions[1::2])
+
+
+def test_relays_over_ipv6(pool: PortPool) -> None:
+    socks = []
+    try:
+        for _ in range(2):
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.bind(("::1", 0))
+            sock.settimeout(DEADLINE)
+            socks.append(sock)
+        a, b = socks
+        with MediaEngine("::1", pool) as engine:
+            engine.start()
+            s = engine.open_session()
+            s.set_remote(Leg.A, "::1", a.getsockname()[1])
+            s.set_remote(Leg.B, "::1", b.getsockname()[1])
+            with pytest.raises(ValueError, match="AF_INET6"):
+                s.set_remote(Leg.A, HOST, 4000)  # an IPv4 peer for IPv6 sockets
+            a.sendto(rtp(1), ("::1", s.leg_a.rtp))
+            data, src = b.recvfrom(4096)
+            assert (data, src[:2]) == (rtp(1), ("::1", s.leg_b.rtp))
+            b.sendto(rtp(2), ("::1", s.leg_b.rtp))
+            assert a.recvfrom(4096)[0] == rtp(2)
+            assert s.remote(Leg.A) == (("::1", a.getsockname()[1]),
+                                       ("::1", a.getsockname()[1] + 1))
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_port_held_by_another_process_is_skipped(peers) -> None:
