@@ -13,7 +13,6 @@ import gc
 import json
 import logging
 import signal
-import socket
 import sys
 import time
 from datetime import UTC, datetime
@@ -80,7 +79,7 @@ class Server:
             recordings_dir=self.config.storage.dir / "recordings",
             on_call_ended=self._call_ended,
             wall_clock=lambda now: datetime.fromtimestamp(now + self._wall_offset, UTC),
-            node=socket.gethostname(),
+            node=self.config.records.node,
         )
         self.engine.start(self._loop, self._on_media_events)
         await self.voicemail.start()
