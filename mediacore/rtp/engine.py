@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from mediacore.rtp import _engine
-from mediacore.rtp.packet import DTMF_DIGITS
+from mediacore.rtp.dtmf import DIGITS
 from mediacore.rtp.ports import PortPair, PortPool
 from mediacore.rtp.stats import SessionStats, StreamStats
 
@@ -384,7 +384,7 @@ class MediaEngine:
             kind, _, leg, time_ns = raw[:4]
             if kind == _engine.EVENT_DTMF:
                 code, volume, duration, timestamp, ssrc = raw[4:]
-                digit = DTMF_DIGITS[code] if code < len(DTMF_DIGITS) else None
+                digit = DIGITS[code] if code < 16 else None  # keys only, not flash
                 out.append(DtmfEvent(session, Leg(leg), time_ns, code, digit, volume,
                                      duration, timestamp, ssrc))
             elif kind == _engine.EVENT_LATCHED:

@@ -20,14 +20,11 @@ __all__ = [
     "PacketError",
     "RecordedPacket",
     "RtpPacket",
-    "TelephoneEvent",
     "build_rtp",
-    "build_telephone_event",
     "is_rtcp",
     "iter_records",
     "parse_rtcp_header",
     "parse_rtp",
-    "parse_telephone_event",
 ]
 
 RTP_VERSION = 2
@@ -39,9 +36,6 @@ RTP_HEADER = struct.Struct("!BBHII")
 RECORD = struct.Struct("<qIIHBBBxH")
 
 #: RFC 4733 event codes 0-15 as the digits people press.
-DTMF_DIGITS = "0123456789*#ABCD"
-
-
 class PacketError(ValueError):
     """The bytes are not a well-formed RTP (or RTCP) packet; the message says why."""
 
@@ -170,31 +164,6 @@ def parse_rtcp_header(data: bytes) -> tuple[int, int, int]:
     if not 192 <= pt <= 223:
         raise PacketError(f"packet type {pt} is not RTCP")
     return pt, length, ssrc
-
-
-@dataclass(frozen=True, slots=True)
-class TelephoneEvent:
-    """An RFC 4733 section 2.3 event payload (named events: DTMF 0-15, flash 16)."""
-
-    event: int
-    end: bool
-    volume: int
-    duration: int
-
-    @property
-    def digit(self) -> str | None:
-        return DTMF_DIGITS[self.event] if self.event < len(DTMF_DIGITS) else None
-
-
-def parse_telephone_event(payload: bytes) -> TelephoneEvent:
-    if len(payload) < 4:
-        raise PacketError(f"telephone-event payload of {len(payload)} bytes, need 4")
-    event, flags, duration = struct.unpack_from("!BBH", payload)
-    return TelephoneEvent(event, bool(flags & 0x80), flags & 0x3F, duration)
-
-
-def build_telephone_event(event: int, *, end: bool, volume: int = 10, duration: int = 0) -> bytes:
-    return struct.pack("!BBH", event, (0x80 if end else 0) | (volume & 0x3F), duration)
 
 
 @dataclass(frozen=True, slots=True)

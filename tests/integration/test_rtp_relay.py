@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import uvloop
 
+from mediacore.rtp.dtmf import encode_event
 from mediacore.rtp.engine import DtmfEvent, LatchedEvent, Leg, MediaEngine, RecordingReady
 from mediacore.rtp.packet import (
     build_rtp,
-    build_telephone_event,
     iter_records,
     parse_rtp,
 )
@@ -293,11 +293,11 @@ def test_telephone_event_reported_once_per_event(engine: MediaEngine, peers) -> 
     sent = 0
     for event, ts in ((1, 8000), (11, 9600), (1, 11200)):  # "1", "#", "1" again
         for i in range(3):
-            payload = build_telephone_event(event, end=False, duration=160 * (i + 1))
+            payload = encode_event(event, end=False, duration=160 * (i + 1))
             a.send(build_rtp(PT_TE, seq, ts, 0x77, payload, marker=i == 0), s.leg_a.rtp)
             seq += 1
         for _ in range(3):  # the end packet, sent three times (RFC 4733 2.5.1.4)
-            payload = build_telephone_event(event, end=True, volume=7, duration=800)
+            payload = encode_event(event, end=True, volume=7, duration=800)
             a.send(build_rtp(PT_TE, seq, ts, 0x77, payload), s.leg_a.rtp)
             seq += 1
         sent += 6
@@ -309,7 +309,7 @@ def test_telephone_event_reported_once_per_event(engine: MediaEngine, peers) -> 
         ("1", 1, 11200, 800, 7, Leg.A),
     ]
     # Not configured on B: the same packets from B are relayed, not reported.
-    b.send(build_rtp(PT_TE, 1, 1, 2, build_telephone_event(5, end=True)), s.leg_b.rtp)
+    b.send(build_rtp(PT_TE, 1, 1, 2, encode_event(5, end=True)), s.leg_b.rtp)
     a.recv()
     assert not [e for e in engine.poll_events() if isinstance(e, DtmfEvent)]
     assert s.stats().a_to_b.dtmf_events == 3
@@ -350,7 +350,7 @@ def test_stats_match_the_rfc_reference_on_a_messy_stream(engine: MediaEngine, pe
     rng = random.Random(4733)
     for i, (ssrc, seq) in enumerate(script):
         pt = PT_TE if i == 15 else PT_PCMU  # one event packet: counted, not in the jitter
-        payload = build_telephone_event(1, end=False) if pt == PT_TE else b"\xff" * 160
+        payload = encode_event(1, end=False) if pt == PT_TE else b"\xff" * 160
         a.send(build_rtp(pt, seq, 1000 + i * 160 + rng.randrange(0, 80), ssrc, payload),
                s.leg_a.rtp)
         time.sleep(rng.uniform(0.0, 0.004))
@@ -521,7 +521,7 @@ def test_events_reach_the_event_loop_without_polling(pool: PortPool, peers) -> N
         engine.start(loop, on_events)
         s = call(engine, a, b)
         s.set_telephone_event(Leg.B, PT_TE)
-        b.send(build_rtp(PT_TE, 1, 160, 9, build_telephone_event(10, end=True)), s.leg_b.rtp)
+        b.send(build_rtp(PT_TE, 1, 160, 9, encode_event(10, end=True)), s.leg_b.rtp)
         loop.run_until_complete(asyncio.wait_for(done, DEADLINE))
         digits = [e for e in got if isinstance(e, DtmfEvent)]
         assert [(e.digit, e.leg, e.session) for e in digits] == [("*", Leg.B, s)]

@@ -13,12 +13,10 @@ from mediacore.rtp.packet import (
     RECORD,
     PacketError,
     build_rtp,
-    build_telephone_event,
     is_rtcp,
     iter_records,
     parse_rtcp_header,
     parse_rtp,
-    parse_telephone_event,
 )
 from mediacore.rtp.stats import SourceTracker, rtp_time
 
@@ -91,16 +89,6 @@ def test_rtcp_demultiplexing_and_header() -> None:
     for bad in (sr[:7], b"\x40" + sr[1:], b"\x80\x60" + sr[2:]):
         with pytest.raises(PacketError):
             parse_rtcp_header(bad)
-
-
-def test_telephone_event_payload() -> None:
-    payload = build_telephone_event(11, end=True, volume=10, duration=1280)
-    assert payload == bytes([11, 0x8A, 0x05, 0x00])
-    ev = parse_telephone_event(payload)
-    assert (ev.event, ev.end, ev.volume, ev.duration, ev.digit) == (11, True, 10, 1280, "#")
-    assert parse_telephone_event(build_telephone_event(16, end=False)).digit is None
-    with pytest.raises(PacketError):
-        parse_telephone_event(b"\x01\x02")
 
 
 def test_record_format_is_the_recorders_contract() -> None:
