@@ -11,8 +11,6 @@ media plane is reached through a factory of :class:`CallMedia` objects.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import secrets
 from collections.abc import Callable, Hashable
@@ -25,6 +23,7 @@ from mediacore.calls.media import CallMedia, Side
 from mediacore.calls.privacy import identify_caller
 from mediacore.calls.routing import NumberingPlan, NumberPlan, RoutingError, dialled_number
 from mediacore.config import Config
+from mediacore.deadlines import DeadlineHeap
 from mediacore.sip import message as sip
 from mediacore.sip.endpoint import (
     Event,
@@ -88,8 +87,7 @@ class B2BUA:
         self._by_dialog: dict[Hashable, tuple[Call, Side]] = {}
         self._by_client: dict[ClientTransaction, _LegRef] = {}
         self._by_relay: dict[ClientTransaction, Call] = {}
-        self._timers: list[tuple[float, int, Call]] = []
-        self._sequence = itertools.count()
+        self._deadlines: DeadlineHeap[Call] = DeadlineHeap()
 
     def reload(self, config: Config) -> None:
         """A new number plan for new calls; calls in progress keep theirs."""
@@ -252,20 +250,11 @@ class B2BUA:
         return outputs
 
     def next_deadline(self) -> float | None:
-        heap = self._timers
-        while heap:
-            deadline, _, call = heap[0]
-            if not call.ended and call.next_deadline() == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        return self._deadlines.next_deadline()
 
     def handle_timer(self, now: float) -> list[Output]:
         outputs: list[Output] = []
-        while self._timers and self._timers[0][0] <= now:
-            deadline, _, call = heapq.heappop(self._timers)
-            if call.ended or call.next_deadline() != deadline:
-                continue
+        for call in self._deadlines.due(now):
             outputs += self._after(call, call.handle_timer(now))
         return outputs
 
@@ -288,8 +277,8 @@ class B2BUA:
             self._by_relay.setdefault(client, call)
         if call.ended:
             self._forget(call)
-        elif (deadline := call.next_deadline()) is not None:
-            heapq.heappush(self._timers, (deadline, next(self._sequence), call))
+        else:
+            self._deadlines.schedule(call)
         return outputs
 
     def _forget(self, call: Call) -> None:

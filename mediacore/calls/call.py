@@ -781,6 +781,8 @@ class Call:
     def ended(self) -> bool:
         return self.state is CallState.ENDED
 
+    done = ended
+
     def cdr(self) -> Cdr:
         """The call's one CDR. Times come from the monotonic clock of the call's
         events, placed on the wall clock at the start, so that a clock step

@@ -25,14 +25,13 @@ the cookie counts as RFC 2543 style).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from mediacore.config import SipTimers
+from mediacore.deadlines import DeadlineHeap
 from mediacore.sip import message as sip
 
 # --- actions -----------------------------------------------------------------
@@ -152,6 +151,8 @@ class Transaction:
     @property
     def terminated(self) -> bool:
         return self.state is State.TERMINATED
+
+    done = terminated
 
     def next_deadline(self) -> float | None:
         return min(self.deadlines.values(), default=None)
@@ -433,11 +434,7 @@ class TransactionLayer:
         self.timers = timers or SipTimers()
         self.server: dict[Hashable, ServerTransaction] = {}
         self.client: dict[Hashable, ClientTransaction] = {}
-        # (deadline, sequence, transaction); entries go stale when a
-        # transaction's deadline moves and are skipped when popped, so each
-        # event costs O(log n), not a scan of every open transaction.
-        self._timer_heap: list[tuple[float, int, Transaction]] = []
-        self._sequence = itertools.count()
+        self._deadlines: DeadlineHeap[Transaction] = DeadlineHeap()
         # The ACK for a 2xx is a new transaction with a branch of its own, so
         # it is matched to the INVITE that is waiting for it by dialog and
         # CSeq instead (RFC 3261 13.3.1.4, 17.2.1).
@@ -497,21 +494,11 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` has something to do next, on the caller's clock."""
-        heap = self._timer_heap
-        while heap:
-            deadline, _, transaction = heap[0]
-            if not transaction.terminated and transaction.next_deadline() == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        return self._deadlines.next_deadline()
 
     def handle_timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        heap = self._timer_heap
-        while heap and heap[0][0] <= now:
-            deadline, _, transaction = heapq.heappop(heap)
-            if transaction.terminated or transaction.next_deadline() != deadline:
-                continue
+        for transaction in self._deadlines.due(now):
             actions += self._after(transaction, transaction.handle_timer(now))
         return actions
 
@@ -530,9 +517,7 @@ class TransactionLayer:
             if table.get(transaction.key) is transaction:
                 del table[transaction.key]
         else:
-            deadline = transaction.next_deadline()
-            if deadline is not None:
-                heapq.heappush(self._timer_heap, (deadline, next(self._sequence), transaction))
+            self._deadlines.schedule(transaction)
         return actions
 
     def __len__(self) -> int:
