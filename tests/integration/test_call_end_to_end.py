@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 import soundfile
 
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import call_with_pcap
+from tests.support.sipp import call_with_pcap, sipp_in_background
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +48,9 @@ ring_timeout = 10
 def callee(sipp_binary: str) -> Iterator[int]:
     """A SIPp target that answers one call and echoes its RTP."""
     port = free_sip_port()
-    process = subprocess.Popen(
-        [sipp_binary, "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-m", "1",
-         "-rtp_echo", "-nostdin", "-timeout", "60s"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
+    with sipp_in_background(sipp_binary, ["-sn", "uas", "-i", "127.0.0.1", "-p", str(port),
+                                          "-m", "1", "-rtp_echo"]):
         yield port
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 def cdrs(log: str) -> list[dict[str, str]]:

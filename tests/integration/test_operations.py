@@ -6,14 +6,13 @@ import json
 import re
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 import soundfile
 
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import SAMPLE_DIR, SCENARIOS
+from tests.support.sipp import SAMPLE_DIR, SCENARIOS, sipp_in_background
 
 pytestmark = pytest.mark.integration
 
@@ -82,38 +81,30 @@ def test_sigterm_refuses_new_calls_and_ends_calls_in_progress_cleanly(
     tmp_path: Path, sipp_binary: str
 ) -> None:
     callee_port = free_sip_port()
-    callee = subprocess.Popen(
-        [sipp_binary, "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-m", "1",
-         "-rtp_echo", "-nostdin", "-timeout", "60s"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sip_port = free_sip_port()
     storage = tmp_path / "var"
     server = MediacoreServer(tmp_path, plan(sip_port, storage, {SERVICE: callee_port}),
                              sip_port)
-    server.start()
     workdir = tmp_path / "sipp"
     workdir.mkdir()
     (workdir / "pcap").symlink_to(SAMPLE_DIR)
-    caller = subprocess.Popen(
-        [sipp_binary, "-sf", str(SCENARIOS / "caller_pcap.xml"), "-s", SERVICE,
-         "-i", "127.0.0.1", "-p", str(free_sip_port()), "-m", "1", "-d", "30000",
-         "-nostdin", "-timeout", "60s", f"127.0.0.1:{sip_port}"],
-        cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    try:
-        server.wait_for_log("recording to", timeout=20)  # announced, answered, bridged
-        assert server.process is not None
-        server.process.send_signal(signal.SIGTERM)
-        server.wait_for_log("stopping: no new calls")
-        assert invite_status(sip_port, SERVICE, "late-call") == 503
-        server.wait_for_log("drain timeout: ending 1 calls", timeout=10)
-        assert server.process.wait(timeout=20) == 0
-    finally:
-        server.stop()
-        for process in (caller, callee):
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
+    with sipp_in_background(sipp_binary, ["-sn", "uas", "-i", "127.0.0.1",
+                                          "-p", str(callee_port), "-m", "1", "-rtp_echo"]):
+        server.start()
+        try:
+            with sipp_in_background(sipp_binary, [
+                "-sf", str(SCENARIOS / "caller_pcap.xml"), "-s", SERVICE, "-i", "127.0.0.1",
+                "-p", str(free_sip_port()), "-m", "1", "-d", "30000", f"127.0.0.1:{sip_port}",
+            ], cwd=workdir):
+                server.wait_for_log("recording to", timeout=20)  # announced, answered
+                assert server.process is not None
+                server.process.send_signal(signal.SIGTERM)
+                server.wait_for_log("stopping: no new calls")
+                assert invite_status(sip_port, SERVICE, "late-call") == 503
+                server.wait_for_log("drain timeout: ending 1 calls", timeout=10)
+                assert server.process.wait(timeout=20) == 0
+        finally:
+            server.stop()
     (cdr,) = [json.loads(m) for m in re.findall(r": CDR (\{.*\})", server.log)]
     assert cdr["hangup_by"] == "system" and cdr["disposition"] == "answered"
     audio, rate = soundfile.read(storage / "recordings" / f"{cdr['recording']}.wav")
@@ -149,29 +140,22 @@ def test_a_call_without_rtp_is_hung_up_after_the_inactivity_timeout(
 ) -> None:
     """SIPp's plain uac and uas send no RTP at all: the call must not live on."""
     callee_port = free_sip_port()
-    callee = subprocess.Popen(
-        [sipp_binary, "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-m", "1",
-         "-nostdin", "-timeout", "60s"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sip_port = free_sip_port()
     storage = tmp_path / "var"
     config = plan(sip_port, storage, {SERVICE: callee_port}).replace(
         "record = true", "record = false").replace("[rtp]\n", "[rtp]\ninactivity_timeout = 2\n")
     server = MediacoreServer(tmp_path, config, sip_port)
-    server.start()
-    caller = subprocess.Popen(
-        [sipp_binary, "-sn", "uac", "-s", SERVICE, "-i", "127.0.0.1",
-         "-p", str(free_sip_port()), "-m", "1", "-d", "30000", "-nostdin", "-timeout", "60s",
-         f"127.0.0.1:{sip_port}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        server.wait_for_log("no RTP from either side", timeout=20)
-        server.wait_for_log(": CDR ")
-    finally:
-        assert server.stop() == 0, server.log
-        for process in (caller, callee):
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
+    with sipp_in_background(sipp_binary, ["-sn", "uas", "-i", "127.0.0.1",
+                                          "-p", str(callee_port), "-m", "1"]):
+        server.start()
+        try:
+            with sipp_in_background(sipp_binary, [
+                "-sn", "uac", "-s", SERVICE, "-i", "127.0.0.1", "-p", str(free_sip_port()),
+                "-m", "1", "-d", "30000", f"127.0.0.1:{sip_port}",
+            ]):
+                server.wait_for_log("no RTP from either side", timeout=20)
+                server.wait_for_log(": CDR ")
+        finally:
+            assert server.stop() == 0, server.log
     (cdr,) = [json.loads(m) for m in re.findall(r": CDR (\{.*\})", server.log)]
     assert cdr["hangup_by"] == "system" and cdr["disposition"] == "answered"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 import redis
 
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import call_with_pcap
+from tests.support.sipp import call_with_pcap, sipp_in_background
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +65,6 @@ def test_withheld_number_is_shown_nowhere_and_stored_nowhere(
 ) -> None:
     callee_port = free_sip_port()
     target_trace = tmp_path / "target-messages.log"
-    callee = subprocess.Popen(
-        [sipp_binary, "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-m", "1",
-         "-rtp_echo", "-nostdin", "-timeout", "60s", "-trace_msg",
-         "-message_file", str(target_trace)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sip_port = free_sip_port()
     storage = tmp_path / "var"
     server = MediacoreServer(tmp_path, f"""
@@ -88,16 +82,20 @@ owner = "acme"
 targets = ["sip:+31201234567@127.0.0.1:{callee_port}"]
 record = true
 """, sip_port)
-    server.start()
-    try:
-        result = call_with_pcap(sipp_binary, "caller_withheld_pcap.xml", service=SERVICE,
-                                server_port=sip_port, workdir=tmp_path / "sipp",
-                                hold_ms=1000, local_port=free_sip_port())
-        assert result.returncode == 0, result.stdout + result.stderr + server.log
-        server.wait_for_log(": CDR ")
-        wait_for_stream(redis_url, "mediacore:cdr", 1)
-    finally:
-        assert server.stop() == 0, server.log
+    with sipp_in_background(sipp_binary, [
+        "-sn", "uas", "-i", "127.0.0.1", "-p", str(callee_port), "-m", "1", "-rtp_echo",
+        "-trace_msg", "-message_file", str(target_trace),
+    ]) as callee:
+        server.start()
+        try:
+            result = call_with_pcap(sipp_binary, "caller_withheld_pcap.xml", service=SERVICE,
+                                    server_port=sip_port, workdir=tmp_path / "sipp",
+                                    hold_ms=1000, local_port=free_sip_port())
+            assert result.returncode == 0, result.stdout + result.stderr + server.log
+            server.wait_for_log(": CDR ")
+            wait_for_stream(redis_url, "mediacore:cdr", 1)
+        finally:
+            assert server.stop() == 0, server.log
         callee.wait(20)
     (cdr,) = [json.loads(m) for m in re.findall(r": CDR (\{.*\})", server.log)]
     assert cdr["caller"] == "anonymous" and cdr["disposition"] == "answered"

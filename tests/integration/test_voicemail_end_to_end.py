@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -26,7 +25,7 @@ from aiosmtpd.controller import Controller
 
 from tests.support.ports import free_port
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import SCENARIOS, call_with_pcap
+from tests.support.sipp import SCENARIOS, call_with_pcap, sipp_in_background
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +58,9 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
 @pytest.fixture
 def busy_target(sipp_binary: str) -> Iterator[int]:
     port = free_sip_port()
-    process = subprocess.Popen(
-        [sipp_binary, "-sf", str(SCENARIOS / "callee_busy.xml"), "-i", "127.0.0.1",
-         "-p", str(port), "-m", "1", "-nostdin", "-timeout", "60s"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
+    with sipp_in_background(sipp_binary, ["-sf", str(SCENARIOS / "callee_busy.xml"),
+                                          "-i", "127.0.0.1", "-p", str(port), "-m", "1"]):
         yield port
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 def test_busy_target_gives_a_voicemail_delivered_by_mail_and_not_kept(

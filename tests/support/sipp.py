@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SAMPLE_DIR = Path("/usr/share/sip-tester")
@@ -77,3 +79,21 @@ def call_with_pcap(
         "-sf", str(SCENARIOS / scenario), "-s", service, "-i", "127.0.0.1",
         "-p", str(local_port), "-m", "1", "-d", str(hold_ms), f"127.0.0.1:{server_port}",
     ], timeout=40, cwd=workdir)
+
+
+@contextmanager
+def sipp_in_background(
+    binary: str, args: list[str], *, cwd: Path | None = None, timeout: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A SIPp process (a callee, or a caller we do not wait for), killed on exit."""
+    process = subprocess.Popen(
+        [binary, *args, "-nostdin", "-timeout", f"{int(timeout)}s"],
+        cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
