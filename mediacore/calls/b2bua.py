@@ -117,7 +117,10 @@ class B2BUA:
         if method == "CANCEL":
             invite = self.endpoint.find_invite(request)
             call = self._by_invite.get(invite) if invite is not None else None
-            outputs = self.endpoint.respond(transaction, 200 if invite else 481, now=now)
+            # The 200 to a CANCEL carries the To tag of the INVITE's responses (9.2).
+            tag = call.local_tag if call is not None else (invite.local_tag if invite else None)
+            outputs = self.endpoint.respond(transaction, 200 if invite else 481, now=now,
+                                            to_tag=tag)
             if call is not None:
                 outputs += self._after(call, call.caller_cancelled(now))
             return outputs

@@ -557,3 +557,17 @@ def test_media_inactivity_ends_both_legs_as_system(tmp_path: Path) -> None:
     assert sorted(m.call_id for m in out if m.method == "BYE") == sorted(["call-1",
                                                                          onward.call_id])
     assert h.ended[0].cdr().hangup_by == "system"
+
+
+def test_the_200_to_a_cancel_has_the_to_tag_of_the_invite_responses(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    out = h.receive(invite(), CARRIER)
+    first = only(out, sip.Request, method="INVITE")
+    out = h.receive(answer_from_target(first, 180), target_peer(first), at=1.0)
+    ringing_tag = only(out, sip.Response).to_tag
+    head = invite().replace(b"INVITE sip:", b"CANCEL sip:", 1).replace(
+        b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL").split(b"Content-Type")[0]
+    cancel = head + b"Content-Length: 0\r\n\r\n"
+    out = h.receive(cancel, CARRIER, at=2.0)
+    assert {r.status: r.to_tag for r in out if isinstance(r, sip.Response)} == {
+        200: ringing_tag, 487: ringing_tag}
