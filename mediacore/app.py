@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from mediacore import __version__
+from mediacore import __version__, checks
 from mediacore.calls.b2bua import B2BUA
 from mediacore.calls.call import Call, CallState, LocalContact
 from mediacore.calls.engine_media import EngineMedia
@@ -52,7 +52,7 @@ class Server:
             tcp_idle_timeout=config.sip.tcp_idle_timeout,
         )
         self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
-        self.prompts = PromptLibrary()
+        self.prompts = PromptLibrary(config.storage.announcements)
         self.records = RecordsService(config)
         self.voicemail = VoicemailSender(config.smtp, spool_dir_for(config.storage.dir),
                                          on_delivered=self.records.record_voicemail_delivery)
@@ -176,6 +176,11 @@ class Server:
             config = load_config(path)
         except ConfigError as error:
             log.error("reload refused, keeping the running config:\n%s", error)
+            return
+        found = checks.problems(config)
+        if found:
+            log.error("reload refused, keeping the running config:\n%s",
+                      "\n".join(f"{path}: {problem}" for problem in found))
             return
         assert self.b2bua is not None
         try:
@@ -301,6 +306,11 @@ def serve(config_path: str | None) -> int:
             config = load_config(config_path)
     except ConfigError as error:
         print(error, file=sys.stderr)
+        return 1
+    found = checks.problems(config)
+    if found:
+        for problem in found:
+            print(f"{config.source}: {problem}", file=sys.stderr)
         return 1
     try:
         import uvloop

@@ -1,10 +1,9 @@
 """The ``mediacore`` command: the operator's face of the server.
 
 Subcommands follow the contract in docs/contracts.md (``serve``,
-``check-config``, ``cdr list``, ``cdr export``, ``retention sweep``). A
-subcommand whose plane is not built yet says so on stderr and exits with
-``EXIT_NOT_BUILT``, so that a script calling it never mistakes silence for
-success.
+``check-config``, ``cdr list``, ``cdr export``, ``retention sweep``); each
+says what went wrong on stderr and exits non-zero, so that a script calling
+it never mistakes silence for success.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ from pathlib import Path
 
 from mediacore import __version__
 from mediacore.config import Config, ConfigError, example_config_path, load_config
-
-EXIT_NOT_BUILT = 3
 
 DESCRIPTION = """\
 mediacore: a SIP/RTP media server (B2BUA) for service numbers.
@@ -210,15 +207,17 @@ def check_config(path: str) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
+    from mediacore import checks
+
+    found = checks.problems(config)
+    if found:
+        for problem in found:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return 1
     listen = ", ".join(str(address) for address in config.sip.listen)
     print(f"{path}: ok ({len(config.numbers)} numbers; listening on {listen}; "
           f"CDRs to {'Redis and ' if config.redis else ''}the journal in {config.storage.dir})")
     return 0
-
-
-def _not_built(what: str) -> int:
-    print(f"mediacore: {what} is not built yet in this version ({__version__})", file=sys.stderr)
-    return EXIT_NOT_BUILT
 
 
 def main(argv: Sequence[str] | None = None) -> int:

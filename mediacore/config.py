@@ -97,6 +97,18 @@ class RtpConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     dir: Path = Path("var")
+    #: Where prompts are looked up by name; None: the announcements/ shipped
+    #: beside the package (a source checkout or an editable install).
+    announcements: Path | None = None
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """How dialled numbers are read into E.164 (calls/routing.py, NumberingPlan)."""
+
+    country_code: str = "31"
+    national_prefix: str = "0"
+    international_prefix: str = "00"
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,7 @@ class NumberConfig:
     announcement: str | None = None
     voicemail_email: str | None = None
     max_duration: float = 7200.0
+    voicemail_max_duration: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,7 @@ class Config:
     redis: RedisConfig | None = None
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     numbers: tuple[NumberConfig, ...] = ()
 
     def number(self, dialled: str) -> NumberConfig | None:
@@ -381,6 +395,28 @@ def _read_smtp(r: _Reader, table: dict[str, Any]) -> SmtpConfig:
         )
 
 
+def _read_routing(r: _Reader, table: dict[str, Any]) -> RoutingConfig:
+    default = RoutingConfig()
+
+    def digits(allow_empty: bool) -> Callable[[str], str | None]:
+        def check(value: str) -> str | None:
+            if (value or not allow_empty) and not (value.isdigit() and value.isascii()):
+                return "must be digits" + (" (or empty)" if allow_empty else "")
+            return None
+        return check
+
+    with r.at("routing"):
+        r.unknown_keys(table, {"country_code", "national_prefix", "international_prefix"})
+        return RoutingConfig(
+            country_code=r.value(table, "country_code", str, default.country_code,
+                                 digits(False)),
+            national_prefix=r.value(table, "national_prefix", str, default.national_prefix,
+                                    digits(True)),
+            international_prefix=r.value(table, "international_prefix", str,
+                                         default.international_prefix, digits(False)),
+        )
+
+
 def _read_records(r: _Reader, table: dict[str, Any]) -> RecordsConfig:
     default = RecordsConfig()
     with r.at("records"):
@@ -410,7 +446,7 @@ def _read_records(r: _Reader, table: dict[str, Any]) -> RecordsConfig:
 
 
 NUMBER_KEYS = {"number", "owner", "targets", "ring_timeout", "record", "retention_days",
-               "announcement", "voicemail_email", "max_duration"}
+               "announcement", "voicemail_email", "max_duration", "voicemail_max_duration"}
 
 
 def _read_number(r: _Reader, table: Any, index: int) -> NumberConfig | None:
@@ -448,6 +484,8 @@ def _read_number(r: _Reader, table: Any, index: int) -> NumberConfig | None:
                                    lambda v: None if v >= 0 else "must not be negative"),
             announcement=announcement,
             voicemail_email=voicemail,
+            voicemail_max_duration=float(r.value(table, "voicemail_max_duration",
+                                                 (int, float), 180.0, _positive)),
             max_duration=float(r.value(table, "max_duration", (int, float), 7200.0,
                                        _positive)),
         )
@@ -461,15 +499,21 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
     the working directory of the process that loads it.
     """
     r = _Reader()
-    r.unknown_keys(document, {"sip", "rtp", "storage", "redis", "smtp", "records", "number"})
+    r.unknown_keys(document, {"sip", "rtp", "storage", "redis", "smtp", "records", "routing",
+                              "number"})
     sip = _read_sip(r, r.table(document, "sip"))
     rtp = _read_rtp(r, r.table(document, "rtp"))
     storage_table = r.table(document, "storage")
     with r.at("storage"):
-        r.unknown_keys(storage_table, {"dir"})
+        r.unknown_keys(storage_table, {"dir", "announcements"})
         storage_dir = Path(r.value(storage_table, "dir", str, "var"))
+        announcements_text = r.value(storage_table, "announcements", str, None)
     if not storage_dir.is_absolute() and base_dir is not None:
         storage_dir = base_dir / storage_dir
+    announcements = None if announcements_text is None else Path(announcements_text)
+    if announcements is not None and not announcements.is_absolute() and base_dir is not None:
+        announcements = base_dir / announcements
+    routing = _read_routing(r, r.table(document, "routing"))
     redis = _read_redis(r, document)
     smtp = _read_smtp(r, r.table(document, "smtp"))
     records = _read_records(r, r.table(document, "records"))
@@ -495,7 +539,8 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
         source=source,
         sip=sip,
         rtp=rtp,
-        storage=StorageConfig(dir=storage_dir),
+        storage=StorageConfig(dir=storage_dir, announcements=announcements),
+        routing=routing,
         redis=redis,
         smtp=smtp,
         records=records,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -80,7 +80,7 @@ class B2BUA:
         self.on_call_ended = on_call_ended
         self.wall_clock = wall_clock
         self.node = node
-        self.numbering = numbering or NumberingPlan()
+        self.numbering = numbering or NumberingPlan(**asdict(config.routing))
         self.plan = NumberPlan(config.numbers, self.numbering)
         self.calls: dict[str, Call] = {}
         self._by_invite: dict[ServerInviteTransaction, Call] = {}
@@ -91,7 +91,9 @@ class B2BUA:
 
     def reload(self, config: Config) -> None:
         """A new number plan for new calls; calls in progress keep theirs."""
-        self.plan = NumberPlan(config.numbers, self.numbering)
+        numbering = NumberingPlan(**asdict(config.routing))
+        self.plan = NumberPlan(config.numbers, numbering)
+        self.numbering = numbering
         self.config = config
 
     # --- events --------------------------------------------------------------------

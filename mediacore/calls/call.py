@@ -60,8 +60,7 @@ class CallState(Enum):
 
 #: The voicemail prompts, in order, before the message is recorded.
 VOICEMAIL_PROMPTS = ("voicemail-greeting", "beep")
-#: The longest voicemail message, unless the number says otherwise.
-VOICEMAIL_MAX_SECONDS = 180.0
+
 
 
 class CallError(Exception):
@@ -485,7 +484,7 @@ class Call:
             self.voicemail_recording = True
             path = self.recordings_dir / f"{self.id}-voicemail.wav"
             self.media.start_recording(path, channels=1)
-            self.deadlines["voicemail_max"] = now + VOICEMAIL_MAX_SECONDS
+            self.deadlines["voicemail_max"] = now + self.number.voicemail_max_duration
             self._log("recording a voicemail for %s", self.number.owner)
         return []
 

@@ -571,3 +571,15 @@ def test_the_200_to_a_cancel_has_the_to_tag_of_the_invite_responses(tmp_path: Pa
     out = h.receive(cancel, CARRIER, at=2.0)
     assert {r.status: r.to_tag for r in out if isinstance(r, sip.Response)} == {
         200: ringing_tag, 487: ringing_tag}
+
+
+def test_voicemail_stops_at_its_maximum_length(tmp_path: Path) -> None:
+    h = Harness(tmp_path, voicemail_email="owner@example.com", voicemail_max_duration=30.0)
+    no_answer_anywhere(h)
+    call = next(iter(h.b2bua.calls.values()))
+    h.settle(h.b2bua.announcement_finished(call.id, 5.0))
+    h.settle(h.b2bua.announcement_finished(call.id, 5.3))
+    out = first_copies(h.advance(40.0))
+    assert [m.method for m in out] == ["BYE"]
+    assert h.ended[0].cdr().disposition == "voicemail"
+    assert h.ended[0].voicemail is not None

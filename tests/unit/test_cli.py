@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mediacore.cli import EXIT_NOT_BUILT, main
+from mediacore.cli import main
 
 
 def test_help_lists_every_contract_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,7 +39,7 @@ def test_records_commands_work_on_an_empty_storage_dir(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)  # without -c: the bundled example, storage in ./var
-    assert main(argv) != EXIT_NOT_BUILT
+    assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith(out)
     assert "not built yet" not in captured.err
@@ -77,3 +77,19 @@ def test_check_config_names_file_and_key(
     assert f"{bad}: rtp.inactivity_timeout: expected an integer or a number, got str" in (
         capsys.readouterr().err
     )
+
+
+def test_check_config_catches_numbers_that_are_the_same_and_missing_prompts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        '[storage]\nannouncements = "none-here"\n'
+        '[[number]]\nnumber = "0900123456"\nowner = "a"\ntargets = ["sip:a@127.0.0.1"]\n'
+        'record = true\n'
+        '[[number]]\nnumber = "+31900123456"\nowner = "b"\ntargets = ["sip:b@127.0.0.1"]\n'
+    )
+    assert main(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "numbers '0900123456' and '+31900123456' are both +31900123456" in err
+    assert f"{path}: number[0].announcement: no prompt 'recording-notice'" in err

@@ -193,3 +193,21 @@ def test_records_problems_name_their_keys() -> None:
         "records.marker_ttl_days: expected an integer, got float",
         "records.node: must be non-empty, without spaces",
     ]
+
+
+def test_routing_and_announcements(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[routing]\ncountry_code = "44"\nnational_prefix = ""\n'
+                    '[storage]\nannouncements = "prompts"\n')
+    config = load_config(path)
+    assert (config.routing.country_code, config.routing.national_prefix) == ("44", "")
+    assert config.storage.announcements == tmp_path / "prompts"
+    assert problems('[routing]\ninternational_prefix = "+"\n') == [
+        "routing.international_prefix: must be digits"]
+
+
+def test_voicemail_max_duration_per_number() -> None:
+    config = parse_config(tomllib.loads(
+        '[[number]]\nnumber = "+31900123456"\nowner = "a"\nvoicemail_email = "a@b.c"\n'
+        'targets = []\nvoicemail_max_duration = 60\n'), "v.toml")
+    assert config.numbers[0].voicemail_max_duration == 60.0
