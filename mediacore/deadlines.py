@@ -26,15 +26,37 @@ T = TypeVar("T", bound=HasDeadline)
 
 
 class DeadlineHeap(Generic[T]):
+    """Lazy deadlines, compacted now and then.
+
+    A stale entry keeps its item alive until it surfaces, and a call's
+    max_duration deadline surfaces hours later: without compaction every
+    ended call would stay in memory that long. So when the heap has grown
+    to twice its size at the last compaction, stale entries are dropped in
+    one O(n) pass, amortised over the pushes that made them.
+    """
+
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, T]] = []
         self._sequence = itertools.count()
+        self._compact_at = 64
+
+    def __len__(self) -> int:
+        return len(self._heap)
 
     def schedule(self, item: T) -> None:
         """Note ``item``'s current deadline (call after anything that may move it)."""
         deadline = item.next_deadline()
         if deadline is not None and not item.done:
             heapq.heappush(self._heap, (deadline, next(self._sequence), item))
+        if len(self._heap) >= self._compact_at:
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop every stale entry: done items, and deadlines that have moved."""
+        self._heap = [entry for entry in self._heap
+                      if not entry[2].done and entry[2].next_deadline() == entry[0]]
+        heapq.heapify(self._heap)
+        self._compact_at = max(64, 2 * len(self._heap))
 
     def next_deadline(self) -> float | None:
         heap = self._heap

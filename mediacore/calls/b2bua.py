@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from mediacore.calls.call import Call, CallError, LocalContact, OutboundLeg
 from mediacore.calls.media import CallMedia, Side
@@ -87,6 +88,9 @@ class B2BUA:
         self._by_dialog: dict[Hashable, tuple[Call, Side]] = {}
         self._by_client: dict[ClientTransaction, _LegRef] = {}
         self._by_relay: dict[ClientTransaction, Call] = {}
+        # What each call put in the tables above, so that forgetting a call
+        # costs its own entries, not a scan of every call's.
+        self._entries: dict[str, list[tuple[dict[Any, Any], Hashable]]] = {}
         self._deadlines: DeadlineHeap[Call] = DeadlineHeap()
 
     def reload(self, config: Config) -> None:
@@ -267,38 +271,42 @@ class B2BUA:
 
     def _after(self, call: Call, outputs: list[Output]) -> list[Output]:
         """Index what the call created, forget what it ended, schedule its timers."""
-        leg = call.leg
-        for candidate in (leg, *call.abandoned):
+        index = self._index
+        for candidate in (call.leg, *call.abandoned):
             if candidate is None:
                 continue
-            self._by_client.setdefault(candidate.transaction, _LegRef(call, candidate))
+            index(call, self._by_client, candidate.transaction, _LegRef(call, candidate))
             if candidate.dialog is not None:
                 key = (candidate.dialog.call_id, candidate.dialog.local_tag)
-                self._by_dialog.setdefault(key, (call, Side.CALLEE))
+                index(call, self._by_dialog, key, (call, Side.CALLEE))
         if call.caller_dialog is not None:
-            self._by_dialog.setdefault((call.invite.call_id, call.local_tag),
-                                       (call, Side.CALLER))
+            index(call, self._by_dialog, (call.invite.call_id, call.local_tag),
+                  (call, Side.CALLER))
         for client in (*call.relays, *call.refreshes):
-            self._by_relay.setdefault(client, call)
+            index(call, self._by_relay, client, call)
         if call.ended:
             self._forget(call)
         else:
             self._deadlines.schedule(call)
         return outputs
 
+    def _index(self, call: Call, table: dict[Any, Any], key: Hashable, value: object) -> None:
+        if key not in table:
+            table[key] = value
+            self._entries.setdefault(call.id, []).append((table, key))
+
     def _forget(self, call: Call) -> None:
         """Drop an ended call's indexes, except outbound INVITEs still pending: a
-        target may yet answer one with a 2xx that must be ACKed and BYEd."""
+        target may yet answer one with a 2xx that must be ACKed and BYEd (the
+        entry goes with the transaction's final response or timeout)."""
         if self.calls.pop(call.id, None) is None:
             return
         self._by_invite.pop(call.transaction, None)
-        for key in [k for k, (c, _) in self._by_dialog.items() if c is call]:
-            del self._by_dialog[key]
-        for client in [t for t, c in self._by_relay.items() if c is call]:
-            del self._by_relay[client]
-        for transaction in [t for t, ref in self._by_client.items()
-                            if ref.call is call and ref.leg.final_status is not None]:
-            del self._by_client[transaction]
+        for table, key in self._entries.pop(call.id, ()):
+            if table is self._by_client and table.get(key) is not None \
+                    and table[key].leg.final_status is None:
+                continue
+            table.pop(key, None)
         try:
             self.on_call_ended(call)
         except Exception:

@@ -452,6 +452,7 @@ class Call:
 
     def _send_cancel(self, leg: OutboundLeg, now: float) -> list[Output]:
         _, outputs = self.endpoint.send_request(sip.make_cancel(leg.request), leg.peer, now)
+        self.endpoint.transactions.cancel_sent(leg.transaction, now)
         return outputs
 
     def _all_targets_failed(self, now: float) -> list[Output]:

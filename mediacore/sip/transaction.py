@@ -229,6 +229,12 @@ class ClientInviteTransaction(ClientTransaction):
             return [Send(self._ack_for(response), self.destination)]
         return []
 
+    def cancel_sent(self, now: float) -> None:
+        """A CANCEL went out for this INVITE: if no final response comes within
+        64*T1, the transaction is over (RFC 3261 9.1), whatever the target does."""
+        if self.state in (State.CALLING, State.PROCEEDING):
+            self._set("cancel", now, 64 * self.timers.t1)
+
     def _ack_for(self, response: sip.Response) -> sip.Request:
         """The ACK for a non-2xx final response (17.1.1.3): same branch, same hop."""
         return sip.make_ack_for_non_2xx(self.request, response)
@@ -239,6 +245,9 @@ class ClientInviteTransaction(ClientTransaction):
             self._set("A", now, self.interval)
             return [Send(self.request, self.destination)]
         if name == "B" and self.state is State.CALLING:
+            self._terminate()
+            return [Timeout(self, "B")]
+        if name == "cancel" and self.state in (State.CALLING, State.PROCEEDING):
             self._terminate()
             return [Timeout(self, "B")]
         if name in ("D", "M"):
@@ -466,6 +475,11 @@ class TransactionLayer:
         self, transaction: ServerTransaction, response: sip.Response, now: float
     ) -> list[Action]:
         return self._after(transaction, transaction.send_response(response, now))
+
+    def cancel_sent(self, transaction: ClientTransaction, now: float) -> None:
+        if isinstance(transaction, ClientInviteTransaction):
+            transaction.cancel_sent(now)
+            self._after(transaction, [])
 
     def find_invite_for_cancel(self, cancel: sip.Request) -> ServerInviteTransaction | None:
         found = self.server.get(cancel_target_key(cancel))

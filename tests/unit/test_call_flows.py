@@ -583,3 +583,15 @@ def test_voicemail_stops_at_its_maximum_length(tmp_path: Path) -> None:
     assert [m.method for m in out] == ["BYE"]
     assert h.ended[0].cdr().disposition == "voicemail"
     assert h.ended[0].voicemail is not None
+
+
+def test_ended_calls_leave_no_index_entries_behind(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    ring_and_answer(h)
+    ok_call = next(iter(h.b2bua.calls.values()))
+    h.settle(h.b2bua.hang_up_all(70.0, "test"))
+    h.advance(200.0)  # every transaction, and the 64*T1 after our CANCELs, runs out
+    assert ok_call.ended
+    b2bua = h.b2bua
+    assert (b2bua.calls, b2bua._by_invite, b2bua._by_dialog, b2bua._by_client,
+            b2bua._by_relay, b2bua._entries) == ({}, {}, {}, {}, {}, {})
