@@ -58,7 +58,10 @@ class Server:
                                          on_delivered=self.records.record_voicemail_delivery)
         self.b2bua: B2BUA | None = None
         self._call_of_session: dict[int, str] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop's call_at returns a plain Handle (no .when()) for a moment
+        # already past, so the deadline the timer is armed for is kept here.
+        self._timer: asyncio.Handle | None = None
+        self._timer_at: float | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[object]] = set()
@@ -236,12 +239,13 @@ class Server:
             candidates.append(self.b2bua.next_deadline())
         deadline = min((d for d in candidates if d is not None), default=None)
         if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
+            if deadline is not None and self._timer_at == deadline:
                 return
             self._timer.cancel()
             self._timer = None
         if deadline is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
 
     def _on_timer(self) -> None:
         self._timer = None

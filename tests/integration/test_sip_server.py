@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.server import MediacoreServer, basic_config, free_sip_port
-from tests.support.sipp import SCENARIOS, run_sipp
+from tests.support.sipp import SCENARIOS, run_sipp, sipp_in_background
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +151,29 @@ def test_idle_tcp_connections_are_closed(tmp_path: Path) -> None:
         server.wait_for_log("idle for")
     finally:
         assert server.stop() == 0
+
+
+def test_a_burst_of_calls_is_handled_without_a_single_error(
+    tmp_path: Path, sipp_binary: str
+) -> None:
+    """200 short calls at 100 per second through to a SIPp callee: all succeed, and
+    the server logs no error (a past-due timer once raised inside every dispatch)."""
+    callee_port = free_sip_port()
+    sip_port = free_sip_port()
+    config = basic_config(sip_port, tmp_path / "var").replace(
+        "127.0.0.1:5070", f"127.0.0.1:{callee_port}").replace(
+        "[storage]", "[rtp]\nport_range = [43000, 44999]\n[storage]")
+    server = MediacoreServer(tmp_path, config, sip_port)
+    with sipp_in_background(sipp_binary, ["-sn", "uas", "-i", "127.0.0.1",
+                                          "-p", str(callee_port), "-mp", "52000"]):
+        server.start()
+        try:
+            result = run_sipp(sipp_binary, [
+                "-sn", "uac", "-s", SERVICE, "-i", "127.0.0.1", "-p", str(free_sip_port()),
+                "-r", "100", "-m", "200", "-d", "200", "-mp", "53000",
+                f"127.0.0.1:{sip_port}"], timeout=30)
+            assert result.returncode == 0, result.stdout[-3000:] + server.log[-3000:]
+            server.wait_for_log(": CDR ", count=200)
+        finally:
+            assert server.stop() == 0
+    assert " ERROR " not in server.log and "Traceback" not in server.log, server.log[-5000:]
