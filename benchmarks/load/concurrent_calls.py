@@ -1,0 +1,357 @@
+"""Concurrent calls: N recorded calls with audio held up at once, and what they cost.
+
+How many calls one server carries is the media plane's question: every
+call is two relay sessions, two RTP streams each way, a recorder and an
+open WAV file. Per step N (a fresh server each time):
+
+1. a SIPp callee echoing RTP (-rtp_echo) and a SIPp caller that sets up N
+   calls at ``--rate`` calls/s to a recorded number (the recording notice
+   plays first), each playing g711a.pcap's audio back to back
+   (sipp-scenarios/load_caller_pcap.xml, 20 ms packets by default);
+2. once all N are bridged, a ``--window`` of seconds is measured: the
+   server's CPU (main thread apart) and SIPp's, RSS and fds against the
+   baseline before the load, UDP receive-queue drops on the server's and on
+   SIPp's sockets, the kernel's UDP error counters, and the round trip of a
+   latency probe call (benchmarks/load/probe.py);
+3. the calls end by themselves; then the recordings are checked: one
+   readable stereo WAV per CDR, its length against the CDR's duration, and
+   the loss per channel from the loud samples (benchmarks/load/media.py).
+
+``--idle`` measures what an established call costs with no RTP at all
+(load_caller.xml holding the call): memory and fds per call, and the CPU
+the server spends on calls that carry nothing.
+
+On two cores, SIPp playing and echoing the audio costs about as much CPU
+as the server, so each row says how busy SIPp was: when it is the
+generator that saturates, the row is marked ``generator-limited``.
+
+    .venv/bin/python -m benchmarks.load.concurrent_calls                  # 50..400, ~8 min
+    .venv/bin/python -m benchmarks.load.concurrent_calls --calls 800 1000 1200
+    .venv/bin/python -m benchmarks.load.concurrent_calls --idle --calls 1000 2000
+    .venv/bin/python -m benchmarks.load.concurrent_calls --calls 400 --profile-calls 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.load import media, probe, profiling
+from benchmarks.load.common import (
+    ANNOUNCEMENT_SECONDS,
+    PCAP_SECONDS,
+    RESULTS_DIR,
+    PortPlan,
+    Sampler,
+    Server,
+    ServerSpec,
+    callee_args,
+    caller_args,
+    default_pinning,
+    log,
+    require_sipp,
+    result_header,
+    snapshot_package,
+    start_sipp,
+    udp_counters,
+    wait_for_cdrs,
+    wait_for_quiet,
+    workdir,
+    write_result,
+)
+
+KIND = "concurrent_calls"
+BRIDGED = "answered; bridged"  # the call layer's log line when a call is bridged
+WARMUP_CALLS = 3
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 400])
+    parser.add_argument("--rate", type=float, default=50, help="call set-up rate (calls/s)")
+    parser.add_argument("--window", type=float, default=30,
+                        help="seconds measured with all calls up")
+    parser.add_argument("--idle", action="store_true",
+                        help="established calls with no RTP (memory per idle call)")
+    parser.add_argument("--no-record", dest="record", action="store_false",
+                        help="a number that is not recorded (and has no announcement)")
+    parser.add_argument("--ptime", type=int, choices=(20, 30), default=20,
+                        help="packet time of the audio the callers play (30 = g711a.pcap "
+                             "as shipped)")
+    parser.add_argument("--no-probe", dest="probe", action="store_false",
+                        help="no latency probe call")
+    parser.add_argument("--profile-calls", type=int, default=None,
+                        help="run py-spy on the server during the window of this step")
+    parser.add_argument("--stop-after", type=int, default=1,
+                        help="stop after this many failing steps in a row")
+    parser.add_argument("--quiet", type=float, default=0.3, metavar="CORES",
+                        help="before each step wait (up to 3 min) for the machine to be "
+                             "this idle")
+    parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument("--no-snapshot", dest="snapshot", action="store_false")
+    parser.add_argument("--keep", action="store_true", help="keep configs, logs, recordings")
+    return parser.parse_args()
+
+
+def plays_for(n: int, args: argparse.Namespace) -> int:
+    """Plays of the 7.08 s capture so that every call outlasts the ramp and the window."""
+    needed = n / args.rate + ANNOUNCEMENT_SECONDS + 5 + args.window + 3
+    return max(1, math.ceil(needed / PCAP_SECONDS))
+
+
+def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
+             snapshot: Path | None) -> dict[str, Any]:
+    server_cpus, sipp_cpus = default_pinning(args.pin)
+    step_dir = base / f"n{n}"
+    plan = PortPlan(rtp_base=1100)
+    ports = plan.fixed(12)
+    setup = ANNOUNCEMENT_SECONDS if args.record else 0.0
+    ramp = n / args.rate
+    if args.idle:
+        plays = 0
+        hold_ms = int((ramp + setup + 5 + args.window + 3) * 1000)
+        call_seconds = hold_ms / 1000 + setup
+    else:
+        plays = plays_for(n, args)
+        hold_ms = 500
+        call_seconds = plays * PCAP_SECONDS + 0.5 + setup
+    spec = ServerSpec(name=f"n{n}", sip_port=ports, rtp_range=plan.rtp_range(2 * n + 300),
+                      storage=step_dir / "var", target_port=ports + 1, record=args.record,
+                      inactivity_timeout=3600 if args.idle else 30)
+    server = Server(spec, step_dir, snapshot=snapshot, cpus=server_cpus)
+    media.prepare_pcap_dir(step_dir, args.ptime)
+    wait_for_quiet(args.quiet, 180)
+    server.start()
+    sampler = Sampler(1.0)
+    sampler.add("server", server.pid, server=True)
+    callee = start_sipp(sipp, "callee", callee_args(ports + 1, ports + 4, n + 100), step_dir,
+                        cpus=sipp_cpus, stat=False, timeout=call_seconds + ramp + 300)
+    sampler.add("callee", callee.pid)
+    sampler.start()
+    row: dict[str, Any] = {"calls": n, "mode": "idle" if args.idle else "media",
+                           "record": args.record, "ptime_ms": None if args.idle else args.ptime,
+                           "plays": plays, "rate": args.rate, "window_s": args.window}
+    try:
+        warm = start_sipp(sipp, "warmup", caller_args(
+            ports, ports + 2, ports + 8, scenario="load_caller.xml", rate=10,
+            calls=WARMUP_CALLS, limit=10, hold_ms=200), step_dir, cpus=sipp_cpus,
+            timeout=60)
+        warm.wait(90)
+        time.sleep(2)
+        baseline = sampler.sample_now()
+        row["baseline_rss_mib"] = baseline.procs["server"]["rss_kib"] / 1024
+        row["baseline_fds"] = baseline.procs["server"]["fds"]
+        log(f"n={n}: baseline RSS {row['baseline_rss_mib']:.1f} MiB, "
+            f"{row['baseline_fds']:.0f} fds; {plays} plays, {hold_ms} ms hold")
+        extra = [] if args.idle else ["-set", "plays", str(plays)]
+        scenario = "load_caller.xml" if args.idle else "load_caller_pcap.xml"
+        caller = start_sipp(sipp, "caller", caller_args(
+            ports, ports + 2, ports + 8, scenario=scenario, rate=args.rate, calls=n,
+            limit=n + 10, hold_ms=hold_ms, extra=extra), step_dir, cpus=sipp_cpus,
+            rtt=True, timeout=call_seconds + ramp + 120)
+        sampler.add("caller", caller.pid)
+        established = wait_established(server, n + WARMUP_CALLS, ramp + setup + 60)
+        row["established"] = established - WARMUP_CALLS
+        time.sleep(2)
+        row.update(measure_window(n, args, server, sampler, sipp_cpus))
+        caller.wait(call_seconds + ramp + 150)
+        sampler.remove("caller")
+        stats = caller.stats()
+        row.update({"successful": stats["successful"], "failed": stats["failed"],
+                    "failures": stats.get("failures", {}),
+                    "caller_returncode": caller.returncode,
+                    "caller_tail": caller.tail() if caller.returncode else [],
+                    "retransmissions": stats.get("retransmissions")})
+        suffix = f"-{caller.pid}@127.0.0.1"
+        cdrs = wait_for_cdrs(server, stats["successful"],
+                             lambda c: c.get("sip_call_id", "").endswith(suffix))
+        row["cdrs"] = len(cdrs)
+        row["answered_cdrs"] = sum(c.get("disposition") == "answered" for c in cdrs)
+        row["log"] = server.log_summary()
+        if args.record:
+            durations = {c["recording"]: float(c["duration"]) for c in cdrs
+                         if c.get("recording")}
+            files = [spec.storage / "recordings" / f"{rid}.wav" for rid in durations]
+            row["recordings"] = media.analyse_recordings(files, durations, plays)
+            row["recording_files_missing"] = sum(not f.exists() for f in files)
+    finally:
+        callee.stop()
+        row["server_exit"] = server.stop()
+        sampler.stop()
+        if not args.keep:
+            shutil.rmtree(spec.storage / "recordings", ignore_errors=True)
+    row["passed"] = passed(row, n, args)
+    return row
+
+
+def wait_established(server: Server, count: int, timeout: float) -> int:
+    """Wait until the server has logged ``count`` bridged calls (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        seen = server.log_text().count(BRIDGED)
+        if seen >= count:
+            return seen
+        time.sleep(0.5)
+    log(f"only {seen} of {count} calls bridged after {timeout:.0f}s")
+    return seen
+
+
+def measure_window(n: int, args: argparse.Namespace, server: Server, sampler: Sampler,
+                   sipp_cpus: str | None) -> dict[str, Any]:
+    """CPU, memory, fds, drops and probe latency while all N calls are up."""
+    sampler.reset_drops()
+    sampler.watch_drops = not args.idle
+    kernel_before = udp_counters()
+    probe_result: dict[str, Any] = {}
+    prober = None
+    if args.probe and not args.idle:
+        def run_probe() -> None:
+            probe_result.update(probe.measure(server.spec.sip_port, max(5.0, args.window - 6)))
+        prober = threading.Thread(target=run_probe, name="probe", daemon=True)
+        prober.start()
+    recording = None
+    if args.profile_calls == n:
+        out_dir = RESULTS_DIR / "profiles"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        raw = out_dir / f"concurrent-{'idle' if args.idle else 'media'}-{n}-" \
+                        f"{time.strftime('%Y%m%dT%H%M%S')}.txt"
+        recording = profiling.record(server.pid, args.window - 2, raw)
+    start = time.monotonic()
+    time.sleep(args.window)
+    end = time.monotonic()
+    kernel_after = udp_counters()
+    sampler.watch_drops = False
+    sampler.sample_now()
+    if prober is not None:
+        prober.join(args.window + 30)
+    out: dict[str, Any] = {}
+    cpu = sampler.cpu_share("server", start, end) or 0.0
+    cpu_main = sampler.cpu_share("server", start, end, key="cpu_main") or 0.0
+    caller_cpu = sampler.cpu_share("caller", start, end) or 0.0
+    callee_cpu = sampler.cpu_share("callee", start, end) or 0.0
+    busy = sampler.machine_share(start, end) or 0.0
+    inside = sampler.between(start, end)
+    rss = [s.procs["server"]["rss_kib"] for s in inside if "server" in s.procs]
+    fds = [s.procs["server"]["fds"] for s in inside if "server" in s.procs]
+    out["server_cpu_pct"] = 100 * cpu
+    out["server_main_cpu_pct"] = 100 * cpu_main
+    out["server_other_threads_cpu_pct"] = 100 * (cpu - cpu_main)
+    out["cpu_s_per_call_s"] = cpu / n
+    out["sipp_caller_cpu_pct"] = 100 * caller_cpu
+    out["sipp_callee_cpu_pct"] = 100 * callee_cpu
+    out["machine_busy_pct"] = 100 * busy
+    out["others_cpu_pct"] = max(0.0, 100 * (busy - cpu - caller_cpu - callee_cpu))
+    # SIPp has the cores the server is not pinned to (or what the server leaves).
+    sipp_cores = (len(sipp_cpus.split(",")) if sipp_cpus else (os.cpu_count() or 1) - cpu)
+    out["generator_limited"] = caller_cpu + callee_cpu >= 0.9 * sipp_cores
+    out["rss_mib"] = max(rss) / 1024 if rss else None
+    out["fds"] = max(fds) if fds else None
+    out["udp_drops_by_process"] = sampler.drops()
+    out["kernel_udp_delta"] = {k: kernel_after[k] - kernel_before.get(k, 0)
+                               for k in ("InDatagrams", "InErrors", "RcvbufErrors",
+                                         "SndbufErrors", "NoPorts")}
+    out["probe"] = probe_result or None
+    if recording is not None:
+        path = recording.wait(args.window + 60)
+        if path is not None:
+            out["profile"] = profiling.analyse(path, rate=100, seconds=args.window - 2)
+    return out
+
+
+def passed(row: dict[str, Any], n: int, args: argparse.Namespace) -> bool:
+    ok = (row.get("failed") == 0 and row.get("successful") == n
+          and row.get("answered_cdrs") == n)
+    if args.record:
+        recs = row.get("recordings") or {}
+        ok = ok and recs.get("readable") == n
+        if not args.idle:
+            ok = ok and (recs.get("caller_loss") or 0) < 0.001 \
+                and (recs.get("callee_loss") or 0) < 0.001
+    return bool(ok and (row.get("server_cpu_pct") or 0) < 90)
+
+
+def summarise(row: dict[str, Any]) -> dict[str, Any]:
+    """Derived per-call figures (memory, fds) against the step's baseline."""
+    n = row["calls"]
+    if row.get("rss_mib") is not None:
+        row["rss_kib_per_call"] = (row["rss_mib"] - row["baseline_rss_mib"]) * 1024 / n
+    if row.get("fds") is not None:
+        row["fds_per_call"] = (row["fds"] - row["baseline_fds"]) / n
+    return row
+
+
+def _pct(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}"
+
+
+def print_row(row: dict[str, Any], *, header: bool) -> None:
+    if row["mode"] == "idle":
+        if header:
+            print(f"\n### idle calls (no RTP), record={row['record']}\n")
+            print("| calls | established | failed | RSS MiB (baseline) | KiB per call | "
+                  "fds per call | server CPU % (main) | pass |")
+            print("|---:|---:|---:|---:|---:|---:|---:|---|")
+        print(f"| {row['calls']} | {row.get('established')} | {row.get('failed')} "
+              f"| {row.get('rss_mib', 0):.1f} ({row['baseline_rss_mib']:.1f}) "
+              f"| {row.get('rss_kib_per_call', 0):.1f} | {row.get('fds_per_call', 0):.2f} "
+              f"| {row.get('server_cpu_pct', 0):.1f} ({row.get('server_main_cpu_pct', 0):.1f}) "
+              f"| {'yes' if row['passed'] else 'NO'} |", flush=True)
+        return
+    if header:
+        print(f"\n### concurrent recorded calls, {row['ptime_ms']} ms packets\n")
+        print("| calls | failed | server CPU % (main / threads) | CPU s per call-s | "
+              "KiB per call | SIPp CPU % (caller+callee) | loss caller / callee % | "
+              "server drops | probe RTT p50/p99 ms | recordings ok | pass |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    recs = row.get("recordings") or {}
+    probe_row = row.get("probe") or {}
+    p50, p99 = probe_row.get("rtt_ms_p50"), probe_row.get("rtt_ms_p99")
+    rtt = "-" if p50 is None or p99 is None else f"{p50:.2f}/{p99:.2f}"
+    limited = " (generator-limited)" if row.get("generator_limited") else ""
+    print(f"| {row['calls']} | {row.get('failed')} "
+          f"| {row['server_cpu_pct']:.0f} ({row['server_main_cpu_pct']:.0f} / "
+          f"{row['server_other_threads_cpu_pct']:.0f}) | {row['cpu_s_per_call_s']:.5f} "
+          f"| {row.get('rss_kib_per_call', 0):.0f} "
+          f"| {row['sipp_caller_cpu_pct']:.0f}+{row['sipp_callee_cpu_pct']:.0f}{limited} "
+          f"| {_pct(recs.get('caller_loss'))} / {_pct(recs.get('callee_loss'))} "
+          f"| {row['udp_drops_by_process'].get('server', 0)} | {rtt} "
+          f"| {recs.get('readable', '-')}/{row['calls']} "
+          f"| {'yes' if row['passed'] else 'NO'} |", flush=True)
+
+
+def main() -> int:
+    args = parse_args()
+    sipp = require_sipp()
+    payload = result_header(KIND, args)
+    payload["reference_pcap"] = vars(media.reference())
+    payload["rows"] = []
+    with workdir(KIND, args.keep) as base:
+        snapshot = None
+        if args.snapshot:
+            snapshot = base / "snapshot"
+            payload["versions"]["snapshot_digest"] = snapshot_package(snapshot)
+        failing = 0
+        try:
+            for index, n in enumerate(args.calls):
+                row = summarise(run_step(n, args, sipp, base, snapshot))
+                payload["rows"].append(row)
+                print_row(row, header=index == 0)
+                failing = 0 if row["passed"] else failing + 1
+                if failing >= args.stop_after:
+                    log(f"{failing} failing step(s); stopping")
+                    break
+        finally:
+            kind = f"{KIND}-idle" if args.idle else KIND
+            write_result(kind, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
