@@ -23,6 +23,7 @@ from mediacore.sip.uri import (
     _TOKEN,
     _WS,
     TOKEN_CHARS,
+    LazyParams,
     NameAddr,
     Params,
     ParseError,
@@ -30,7 +31,6 @@ from mediacore.sip.uri import (
     _has_param,
     _parse_host,
     _parse_port,
-    _split_checked,
     format_params,
     is_token,
     parse_hostport,
@@ -144,7 +144,7 @@ def canonical_name(name: str) -> str:
 MAGIC_COOKIE = "z9hG4bK"
 
 
-class Via:
+class Via(LazyParams):
     """One Via value: ``SIP/2.0/UDP host:port;branch=...;received=...;rport``.
 
     ``transport`` is uppercased; ``host`` has no IPv6 brackets; ``params``
@@ -188,19 +188,6 @@ class Via:
         self._ptext = ptext
         self._params = params
         return self
-
-    @property
-    def params(self) -> Params:
-        params = self._params
-        if params is None:
-            params = self._params = _split_checked(self._ptext)
-        return params
-
-    def param(self, name: str, default: Any = None) -> Any:
-        return _get_param(self.params, name, default)
-
-    def has_param(self, name: str) -> bool:
-        return _has_param(self.params, name)
 
     @property
     def branch(self) -> str | None:

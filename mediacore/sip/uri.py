@@ -384,7 +384,37 @@ def _parse_uri_headers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-class SipURI:
+class WithParams:
+    """``param``/``has_param`` over a ``params`` sequence of (name, value) pairs."""
+
+    __slots__ = ()
+    params: Params
+
+    def param(self, name: str, default: Any = None) -> Any:
+        """The value of parameter ``name`` (case-insensitive); None for a flag."""
+        return _get_param(self.params, name, default)
+
+    def has_param(self, name: str) -> bool:
+        return _has_param(self.params, name)
+
+
+class LazyParams(WithParams):
+    """Parameters kept as their text until first read: most are never read,
+    and splitting them costs more than the rest of the value's parse."""
+
+    __slots__ = ()
+    _params: Params | None
+    _ptext: str
+
+    @property  # type: ignore[override]
+    def params(self) -> Params:
+        params = self._params
+        if params is None:
+            params = self._params = _split_checked(self._ptext)
+        return params
+
+
+class SipURI(LazyParams):
     """A sip: or sips: URI (RFC 3261 19.1).
 
     ``user``, ``password``, parameter and header values keep their
@@ -432,13 +462,6 @@ class SipURI:
         if again != self:
             raise ValueError(f"SIP URI {str(self)!r} does not survive formatting")
 
-    @property
-    def params(self) -> Params:
-        params = self._params
-        if params is None:
-            params = self._params = _split_checked(self._ptext)
-        return params
-
     def __str__(self) -> str:
         text = self._text
         if text is None:
@@ -481,13 +504,6 @@ class SipURI:
         fields.update(changes)
         return SipURI(**fields)
 
-    def param(self, name: str, default: Any = None) -> Any:
-        """The value of URI parameter ``name`` (case-insensitive); None for a flag."""
-        return _get_param(self.params, name, default)
-
-    def has_param(self, name: str) -> bool:
-        return _has_param(self.params, name)
-
     @property
     def transport(self) -> str | None:
         value = _get_param(self.params, "transport")
@@ -526,7 +542,7 @@ def _unq_lower(text: str | None) -> str | None:
     return None if text is None else unescape(text).lower()
 
 
-class TelURI:
+class TelURI(WithParams):
     """A tel: URI (RFC 3966): ``number`` as written, with its parameters."""
 
     __slots__ = ("_text", "number", "params")
@@ -563,12 +579,6 @@ class TelURI:
     @property
     def is_global(self) -> bool:
         return self.number.startswith("+")
-
-    def param(self, name: str, default: Any = None) -> Any:
-        return _get_param(self.params, name, default)
-
-    def has_param(self, name: str) -> bool:
-        return _has_param(self.params, name)
 
 
 class AbsoluteURI:
@@ -686,7 +696,7 @@ def _parse_sip(text: str, scheme: str, start: int) -> SipURI:
 # --- name-addr / addr-spec -----------------------------------------------------------
 
 
-class NameAddr:
+class NameAddr(LazyParams):
     """``"Display" <uri>;param=value``: From, To, Contact, Route, P-Asserted-Identity...
 
     ``display_name`` is unescaped (None when absent); ``params`` are the
@@ -738,21 +748,8 @@ class NameAddr:
         return uri
 
     @property
-    def params(self) -> Params:
-        params = self._params
-        if params is None:
-            params = self._params = _split_checked(self._ptext)
-        return params
-
-    @property
     def tag(self) -> str | None:
         return _get_param(self.params, "tag")
-
-    def param(self, name: str, default: Any = None) -> Any:
-        return _get_param(self.params, name, default)
-
-    def has_param(self, name: str) -> bool:
-        return _has_param(self.params, name)
 
     def with_param(self, name: str, value: str | None) -> NameAddr:
         """A copy with parameter ``name`` set (replacing any of that name)."""
