@@ -503,12 +503,14 @@ class Server:
     """``mediacore serve -c FILE`` as an operator runs it, optionally pinned to CPUs."""
 
     def __init__(self, spec: ServerSpec, workdir: Path, *, snapshot: Path | None,
-                 cpus: str | None = None, heapwatch: Path | None = None) -> None:
+                 cpus: str | None = None, heapwatch: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.spec = spec
         self.workdir = workdir
         self.snapshot = snapshot
         self.cpus = cpus
         self.heapwatch = heapwatch  # census files' prefix (benchmarks/load/heapwatch.py)
+        self.env = env or {}
         self._censuses = 0
         self.config_path = workdir / f"{spec.name}.toml"
         self.log_path = workdir / f"{spec.name}.log"
@@ -530,7 +532,8 @@ class Server:
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(command, cwd=self.workdir,
                                             env=snapshot_env(self.snapshot,
-                                                             heapwatch=self.heapwatch),
+                                                             heapwatch=self.heapwatch)
+                                            | self.env,
                                             stdin=subprocess.DEVNULL, stdout=log_file,
                                             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -41,8 +41,9 @@ def census(top: int = 60) -> dict[str, object]:
         "mediacore": {k: v for k, v in by_type.items() if k.startswith("mediacore.")},
     }
     if tracemalloc.is_tracing():
-        stats = tracemalloc.take_snapshot().statistics("lineno")[:30]
+        stats = tracemalloc.take_snapshot().statistics("lineno")[:200]
         out["tracemalloc_top"] = [(str(s.traceback), s.size, s.count) for s in stats]
+        out["tracemalloc_total"] = tracemalloc.get_traced_memory()[0]
     return out
 
 

@@ -76,6 +76,9 @@ def parse_args() -> argparse.Namespace:
                         help="run the server under benchmarks/load/heapwatch.py and take a "
                              "census of live objects at the baseline, the end and after "
                              "settling")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="with --heapwatch: trace Python allocations (PYTHONTRACEMALLOC; "
+                             "slows the server 2-3x) and report the lines that grew")
     parser.add_argument("--sample", type=float, default=10.0, help="sampling interval (s)")
     parser.add_argument("--warmup", type=float, default=60.0,
                         help="seconds of load left out of the slopes")
@@ -102,7 +105,8 @@ def run(args: argparse.Namespace, sipp: str, base: Path, snapshot: Path | None
                       storage=base / "var", target_port=ports + 1, record=args.record,
                       max_duration=args.max_duration)
     server = Server(spec, base, snapshot=snapshot, cpus=server_cpus,
-                    heapwatch=base / "heap" if args.heapwatch else None)
+                    heapwatch=base / "heap" if args.heapwatch else None,
+                    env={"PYTHONTRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else None)
     if not args.signalling:
         media.prepare_pcap_dir(base, args.ptime)
     wait_for_quiet(args.quiet, 180)
@@ -216,7 +220,17 @@ def heap_growth(censuses: dict[str, Any]) -> dict[str, Any]:
     settled = counts.get("after_settle", {})
     growth = sorted(((k, settled.get(k, 0) - base.get(k, 0)) for k in settled),
                     key=lambda kv: -kv[1])[:25]
+    traced = {name: {line: size for line, size, _ in c.get("tracemalloc_top", [])}
+              for name, c in censuses.items() if c}
+    lines_grew = []
+    if traced.get("baseline") and traced.get("after_settle"):
+        before, after = traced["baseline"], traced["after_settle"]
+        lines_grew = sorted(((line, size - before.get(line, 0)) for line, size in after.items()),
+                            key=lambda kv: -kv[1])[:20]
     return {"objects": {name: c["objects"] for name, c in censuses.items() if c},
+            "traced_bytes": {name: c.get("tracemalloc_total")
+                             for name, c in censuses.items() if c},
+            "traced_lines_grew_most": lines_grew,
             "grew_most_after_settle": growth,
             "mediacore_types": {name: c.get("mediacore") for name, c in censuses.items() if c}}
 
