@@ -83,7 +83,10 @@ def parse_args() -> argparse.Namespace:
                         help="a number that is not recorded (and has no announcement)")
     parser.add_argument("--ptime", type=int, choices=(20, 30), default=20,
                         help="packet time of the audio the callers play (30 = g711a.pcap "
-                             "as shipped)")
+                             "as shipped; --audio stream is always 20)")
+    parser.add_argument("--audio", choices=("pcap", "stream"), default="pcap",
+                        help="pcap: play_pcap_audio (a SIPp thread per call); stream: SIPp's "
+                             "rtpstream (-rtp_threadtasks calls per thread), same audio")
     parser.add_argument("--no-probe", dest="probe", action="store_false",
                         help="no latency probe call")
     parser.add_argument("--profile-calls", type=int, default=None,
@@ -93,7 +96,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quiet", type=float, default=0.3, metavar="CORES",
                         help="before each step wait (up to 3 min) for the machine to be "
                              "this idle")
-    parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="pin nothing (default: server on the last core, SIPp on the "
+                             "others)")
+    parser.add_argument("--sipp-anywhere", action="store_true",
+                        help="pin only the server; SIPp may use every core (when one core "
+                             "is not enough for the generator)")
     parser.add_argument("--no-snapshot", dest="snapshot", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep configs, logs, recordings")
     return parser.parse_args()
@@ -108,6 +116,8 @@ def plays_for(n: int, args: argparse.Namespace) -> int:
 def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
              snapshot: Path | None) -> dict[str, Any]:
     server_cpus, sipp_cpus = default_pinning(args.pin)
+    if args.sipp_anywhere:
+        sipp_cpus = None
     step_dir = base / f"n{n}"
     plan = PortPlan(rtp_base=1100)
     ports = plan.fixed(12)
@@ -119,13 +129,17 @@ def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
         call_seconds = hold_ms / 1000 + setup
     else:
         plays = plays_for(n, args)
-        hold_ms = 500
+        hold_ms = 500 if args.audio == "pcap" else int(plays * PCAP_SECONDS * 1000) + 500
         call_seconds = plays * PCAP_SECONDS + 0.5 + setup
     spec = ServerSpec(name=f"n{n}", sip_port=ports, rtp_range=plan.rtp_range(2 * n + 300),
                       storage=step_dir / "var", target_port=ports + 1, record=args.record,
                       inactivity_timeout=3600 if args.idle else 30)
     server = Server(spec, step_dir, snapshot=snapshot, cpus=server_cpus)
-    media.prepare_pcap_dir(step_dir, args.ptime)
+    if args.audio == "stream":
+        args.ptime = 20
+        media.prepare_stream_file(step_dir, plays)
+    else:
+        media.prepare_pcap_dir(step_dir, args.ptime)
     wait_for_quiet(args.quiet, 180)
     server.start()
     sampler = Sampler(1.0)
@@ -136,6 +150,7 @@ def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
     sampler.start()
     row: dict[str, Any] = {"calls": n, "mode": "idle" if args.idle else "media",
                            "record": args.record, "ptime_ms": None if args.idle else args.ptime,
+                           "audio": None if args.idle else args.audio,
                            "plays": plays, "rate": args.rate, "window_s": args.window}
     try:
         warm = start_sipp(sipp, "warmup", caller_args(
@@ -149,8 +164,10 @@ def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
         row["baseline_fds"] = baseline.procs["server"]["fds"]
         log(f"n={n}: baseline RSS {row['baseline_rss_mib']:.1f} MiB, "
             f"{row['baseline_fds']:.0f} fds; {plays} plays, {hold_ms} ms hold")
-        extra = [] if args.idle else ["-set", "plays", str(plays)]
-        scenario = "load_caller.xml" if args.idle else "load_caller_pcap.xml"
+        extra = [] if args.idle or args.audio == "stream" else ["-set", "plays", str(plays)]
+        scenario = ("load_caller.xml" if args.idle else
+                    "load_caller_stream.xml" if args.audio == "stream" else
+                    "load_caller_pcap.xml")
         caller = start_sipp(sipp, "caller", caller_args(
             ports, ports + 2, ports + 8, scenario=scenario, rate=args.rate, calls=n,
             limit=n + 10, hold_ms=hold_ms, extra=extra), step_dir, cpus=sipp_cpus,
@@ -248,9 +265,16 @@ def measure_window(n: int, args: argparse.Namespace, server: Server, sampler: Sa
     out["sipp_callee_cpu_pct"] = 100 * callee_cpu
     out["machine_busy_pct"] = 100 * busy
     out["others_cpu_pct"] = max(0.0, 100 * (busy - cpu - caller_cpu - callee_cpu))
-    # SIPp has the cores the server is not pinned to (or what the server leaves).
+    # The generator is the limit when SIPp's echo socket overflows (packets lost
+    # before the server could see them) or SIPp has no CPU left: SIPp has the
+    # cores the server is not pinned to, or what the server leaves.
     sipp_cores = (len(sipp_cpus.split(",")) if sipp_cpus else (os.cpu_count() or 1) - cpu)
-    out["generator_limited"] = caller_cpu + callee_cpu >= 0.9 * sipp_cores
+    relayed = 2 * n * 1000 / (args.ptime or 20) * args.window
+    callee_drops = sampler.drops().get("callee", 0)
+    out["generator_limited"] = (caller_cpu + callee_cpu >= 0.85 * sipp_cores
+                                or callee_drops > 0.0005 * relayed)
+    out["us_per_relayed_packet"] = 1e6 * cpu / (2 * n * 1000 / args.ptime) if not args.idle \
+        else None
     out["rss_mib"] = max(rss) / 1024 if rss else None
     out["fds"] = max(fds) if fds else None
     out["udp_drops_by_process"] = sampler.drops()
@@ -305,11 +329,13 @@ def print_row(row: dict[str, Any], *, header: bool) -> None:
               f"| {'yes' if row['passed'] else 'NO'} |", flush=True)
         return
     if header:
-        print(f"\n### concurrent recorded calls, {row['ptime_ms']} ms packets\n")
+        print(f"\n### concurrent recorded calls, {row['ptime_ms']} ms packets, "
+              f"SIPp {row['audio']}\n")
         print("| calls | failed | server CPU % (main / threads) | CPU s per call-s | "
-              "KiB per call | SIPp CPU % (caller+callee) | loss caller / callee % | "
-              "server drops | probe RTT p50/p99 ms | recordings ok | pass |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+              "µs per relayed packet | KiB per call | SIPp CPU % (caller+callee) | "
+              "loss caller / callee % | drops at server / SIPp callee | probe RTT p50/p99 ms | "
+              "recordings ok | pass |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     recs = row.get("recordings") or {}
     probe_row = row.get("probe") or {}
     p50, p99 = probe_row.get("rtt_ms_p50"), probe_row.get("rtt_ms_p99")
@@ -318,10 +344,12 @@ def print_row(row: dict[str, Any], *, header: bool) -> None:
     print(f"| {row['calls']} | {row.get('failed')} "
           f"| {row['server_cpu_pct']:.0f} ({row['server_main_cpu_pct']:.0f} / "
           f"{row['server_other_threads_cpu_pct']:.0f}) | {row['cpu_s_per_call_s']:.5f} "
+          f"| {row.get('us_per_relayed_packet') or 0:.1f} "
           f"| {row.get('rss_kib_per_call', 0):.0f} "
           f"| {row['sipp_caller_cpu_pct']:.0f}+{row['sipp_callee_cpu_pct']:.0f}{limited} "
           f"| {_pct(recs.get('caller_loss'))} / {_pct(recs.get('callee_loss'))} "
-          f"| {row['udp_drops_by_process'].get('server', 0)} | {rtt} "
+          f"| {row['udp_drops_by_process'].get('server', 0)} / "
+          f"{row['udp_drops_by_process'].get('callee', 0)} | {rtt} "
           f"| {recs.get('readable', '-')}/{row['calls']} "
           f"| {'yes' if row['passed'] else 'NO'} |", flush=True)
 

@@ -126,6 +126,21 @@ def prepare_pcap_dir(directory: Path, ptime_ms: int) -> Path:
     return target
 
 
+def prepare_stream_file(directory: Path, plays: int) -> Path:
+    """``directory``/pcap/load.raw: the capture's audio ``plays`` times, raw PCMA.
+
+    For load_caller_stream.xml (SIPp's rtpstream sends it in 20 ms packets):
+    the same audio as the pcap plays, so the same loss reference applies.
+    """
+    pcap_dir = directory / "pcap"
+    if pcap_dir.is_symlink():
+        pcap_dir.unlink()
+    pcap_dir.mkdir(parents=True, exist_ok=True)
+    target = pcap_dir / "load.raw"
+    target.write_bytes(b"".join(pcap_payloads()) * plays)
+    return target
+
+
 @dataclass(frozen=True)
 class Reference:
     packets: int
