@@ -272,6 +272,17 @@ def udp_counters() -> dict[str, int]:
     return {name: int(value) for name, value in zip(lines[0][1:], lines[1][1:], strict=True)}
 
 
+def udp_port_drops(port: int) -> int:
+    """Datagrams dropped at the receive queue of the UDP socket bound to 127.0.0.1:``port``."""
+    local = f"0100007F:{port:04X}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[1] == local:
+                return int(parts[12])
+    return 0
+
+
 def socket_inodes(pid: int) -> set[int]:
     out: set[int] = set()
     with contextlib.suppress(OSError):
@@ -468,6 +479,14 @@ class ServerSpec:
     redis_url: str | None = None
     node: str = "load"
     drain_timeout: float = 2.0
+    #: More (number, target port) pairs, for several SIPp caller/callee pairs
+    #: on one server: number i+1 is SERVICE_NUMBER + i + 1.
+    extra_targets: tuple[int, ...] = ()
+
+    def numbers(self) -> list[tuple[str, int]]:
+        first = int(SERVICE_NUMBER[1:])
+        return [(f"+{first + i}", port)
+                for i, port in enumerate((self.target_port, *self.extra_targets))]
 
     def toml(self) -> str:
         redis = f'\n[redis]\nurl = "{self.redis_url}"\n' if self.redis_url else ""
@@ -489,14 +508,19 @@ dir = "{self.storage}"
 [records]
 node = "{self.node}"
 {redis}
+{self._numbers_toml()}"""
+
+
+    def _numbers_toml(self) -> str:
+        return "".join(f"""
 [[number]]
-number = "{SERVICE_NUMBER}"
+number = "{number}"
 owner = "loadtest"
-targets = ["sip:+31201234567@127.0.0.1:{self.target_port}"]
+targets = ["sip:+31201234567@127.0.0.1:{port}"]
 ring_timeout = 20
 record = {"true" if self.record else "false"}
 max_duration = {self.max_duration}
-"""
+""" for number, port in self.numbers())
 
 
 class Server:
@@ -849,15 +873,27 @@ def callee_args(port: int, media_port: int, calls: int) -> list[str]:
     """The target: load_callee.xml answering PCMA, echoing RTP to its sender.
 
     SIPp binds ``media_port`` and ``media_port + 2`` (video): keep 4 ports free.
+    One socket and one thread echo every call's audio, so its receive buffer
+    is raised to the most the kernel allows (net.core.rmem_max): with the
+    default 208 KiB it overflows at a few hundred calls whenever the echo
+    thread waits for the CPU, and that loss would be the generator's.
     """
     return ["-sf", str(SCENARIOS / "load_callee.xml"), "-i", "127.0.0.1", "-p", str(port),
-            "-mp", str(media_port), "-rtp_echo", "-m", str(calls), "-l", "10000"]
+            "-mp", str(media_port), "-rtp_echo", "-rtp_buffsize", str(rmem_max()),
+            "-m", str(calls), "-l", "10000"]
+
+
+def rmem_max() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/rmem_max").read_text())
+    except (OSError, ValueError):
+        return 4 * 1024 * 1024
 
 
 def caller_args(server_port: int, port: int, media_port: int, *, scenario: str, rate: float,
-                calls: int, limit: int, hold_ms: int, extra: Sequence[str] = ()
-                ) -> list[str]:
-    return ["-sf", str(SCENARIOS / scenario), "-s", SERVICE_NUMBER, "-i", "127.0.0.1",
+                calls: int, limit: int, hold_ms: int, extra: Sequence[str] = (),
+                number: str = SERVICE_NUMBER) -> list[str]:
+    return ["-sf", str(SCENARIOS / scenario), "-s", number, "-i", "127.0.0.1",
             "-p", str(port), "-mp", str(media_port), "-r", f"{rate:g}", "-rp", "1000",
             "-m", str(calls), "-l", str(limit), "-d", str(hold_ms),
             "-recv_timeout", "30000", *extra, f"127.0.0.1:{server_port}"]

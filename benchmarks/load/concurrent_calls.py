@@ -77,6 +77,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50, help="call set-up rate (calls/s)")
     parser.add_argument("--window", type=float, default=30,
                         help="seconds measured with all calls up")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="SIPp caller/callee pairs (each its own number and echo "
+                             "socket): one SIPp echo thread drops packets past ~300 calls")
     parser.add_argument("--idle", action="store_true",
                         help="established calls with no RTP (memory per idle call)")
     parser.add_argument("--no-record", dest="record", action="store_false",
@@ -113,6 +116,11 @@ def plays_for(n: int, args: argparse.Namespace) -> int:
     return max(1, math.ceil(needed / PCAP_SECONDS))
 
 
+def split(total: int, parts: int) -> list[int]:
+    """``total`` in ``parts`` near-equal whole shares."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
 def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
              snapshot: Path | None) -> dict[str, Any]:
     server_cpus, sipp_cpus = default_pinning(args.pin)
@@ -120,7 +128,10 @@ def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
         sipp_cpus = None
     step_dir = base / f"n{n}"
     plan = PortPlan(rtp_base=1100)
-    ports = plan.fixed(12)
+    # Per SIPp pair a block of 12 ports: +0 the server's SIP (first block only),
+    # +1 callee SIP, +2 caller SIP, +4 callee media (+6 video), +8 caller media.
+    blocks = [plan.fixed(12) for _ in range(args.pairs)]
+    ports = blocks[0]
     setup = ANNOUNCEMENT_SECONDS if args.record else 0.0
     ramp = n / args.rate
     if args.idle:
@@ -133,7 +144,9 @@ def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
         call_seconds = plays * PCAP_SECONDS + 0.5 + setup
     spec = ServerSpec(name=f"n{n}", sip_port=ports, rtp_range=plan.rtp_range(2 * n + 300),
                       storage=step_dir / "var", target_port=ports + 1, record=args.record,
-                      inactivity_timeout=3600 if args.idle else 30)
+                      inactivity_timeout=3600 if args.idle else 30,
+                      extra_targets=tuple(b + 1 for b in blocks[1:]))
+    numbers = spec.numbers()
     server = Server(spec, step_dir, snapshot=snapshot, cpus=server_cpus)
     if args.audio == "stream":
         args.ptime = 20
@@ -144,13 +157,18 @@ def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
     server.start()
     sampler = Sampler(1.0)
     sampler.add("server", server.pid, server=True)
-    callee = start_sipp(sipp, "callee", callee_args(ports + 1, ports + 4, n + 100), step_dir,
-                        cpus=sipp_cpus, stat=False, timeout=call_seconds + ramp + 300)
-    sampler.add("callee", callee.pid)
+    shares = split(n, args.pairs)
+    callees = []
+    for i, block in enumerate(blocks):
+        callee = start_sipp(sipp, f"callee{i}", callee_args(block + 1, block + 4, shares[i] + 50),
+                            step_dir, cpus=sipp_cpus, stat=False,
+                            timeout=call_seconds + ramp + 300)
+        sampler.add(f"callee{i}", callee.pid)
+        callees.append(callee)
     sampler.start()
     row: dict[str, Any] = {"calls": n, "mode": "idle" if args.idle else "media",
                            "record": args.record, "ptime_ms": None if args.idle else args.ptime,
-                           "audio": None if args.idle else args.audio,
+                           "audio": None if args.idle else args.audio, "sipp_pairs": args.pairs,
                            "plays": plays, "rate": args.rate, "window_s": args.window}
     try:
         warm = start_sipp(sipp, "warmup", caller_args(
@@ -163,31 +181,42 @@ def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
         row["baseline_rss_mib"] = baseline.procs["server"]["rss_kib"] / 1024
         row["baseline_fds"] = baseline.procs["server"]["fds"]
         log(f"n={n}: baseline RSS {row['baseline_rss_mib']:.1f} MiB, "
-            f"{row['baseline_fds']:.0f} fds; {plays} plays, {hold_ms} ms hold")
+            f"{row['baseline_fds']:.0f} fds; {plays} plays, {hold_ms} ms hold, "
+            f"{args.pairs} SIPp pair(s)")
         extra = [] if args.idle or args.audio == "stream" else ["-set", "plays", str(plays)]
         scenario = ("load_caller.xml" if args.idle else
                     "load_caller_stream.xml" if args.audio == "stream" else
                     "load_caller_pcap.xml")
-        caller = start_sipp(sipp, "caller", caller_args(
-            ports, ports + 2, ports + 8, scenario=scenario, rate=args.rate, calls=n,
-            limit=n + 10, hold_ms=hold_ms, extra=extra), step_dir, cpus=sipp_cpus,
-            rtt=True, timeout=call_seconds + ramp + 120)
-        sampler.add("caller", caller.pid)
+        callers = []
+        for i, block in enumerate(blocks):
+            caller = start_sipp(sipp, f"caller{i}", caller_args(
+                ports, block + 2, block + 8, scenario=scenario, rate=args.rate / args.pairs,
+                calls=shares[i], limit=shares[i] + 10, hold_ms=hold_ms, extra=extra,
+                number=numbers[i][0]), step_dir, cpus=sipp_cpus, rtt=True,
+                timeout=call_seconds + ramp + 120)
+            sampler.add(f"caller{i}", caller.pid)
+            callers.append(caller)
         established = wait_established(server, n + WARMUP_CALLS, ramp + setup + 60)
         row["established"] = established - WARMUP_CALLS
         time.sleep(2)
         row.update(measure_window(n, args, server, sampler, sipp_cpus))
-        caller.wait(call_seconds + ramp + 150)
-        sampler.remove("caller")
-        stats = caller.stats()
-        row.update({"successful": stats["successful"], "failed": stats["failed"],
-                    "failures": stats.get("failures", {}),
-                    "caller_returncode": caller.returncode,
-                    "caller_tail": caller.tail() if caller.returncode else [],
-                    "retransmissions": stats.get("retransmissions")})
-        suffix = f"-{caller.pid}@127.0.0.1"
-        cdrs = wait_for_cdrs(server, stats["successful"],
-                             lambda c: c.get("sip_call_id", "").endswith(suffix))
+        totals: dict[str, Any] = {"successful": 0, "failed": 0, "retransmissions": 0}
+        failures: dict[str, int] = {}
+        for i, caller in enumerate(callers):
+            caller.wait(call_seconds + ramp + 150)
+            sampler.remove(f"caller{i}")
+            stats = caller.stats()
+            for key in totals:
+                totals[key] += stats.get(key) or 0
+            for reason, count in stats.get("failures", {}).items():
+                failures[reason] = failures.get(reason, 0) + count
+            if caller.returncode:
+                row.setdefault("caller_tails", []).append(caller.tail())
+        row.update(totals)
+        row["failures"] = failures
+        suffixes = tuple(f"-{caller.pid}@127.0.0.1" for caller in callers)
+        cdrs = wait_for_cdrs(server, totals["successful"],
+                             lambda c: c.get("sip_call_id", "").endswith(suffixes))
         row["cdrs"] = len(cdrs)
         row["answered_cdrs"] = sum(c.get("disposition") == "answered" for c in cdrs)
         row["log"] = server.log_summary()
@@ -198,7 +227,8 @@ def run_step(n: int, args: argparse.Namespace, sipp: str, base: Path,
             row["recordings"] = media.analyse_recordings(files, durations, plays)
             row["recording_files_missing"] = sum(not f.exists() for f in files)
     finally:
-        callee.stop()
+        for callee in callees:
+            callee.stop()
         row["server_exit"] = server.stop()
         sampler.stop()
         if not args.keep:
@@ -251,8 +281,11 @@ def measure_window(n: int, args: argparse.Namespace, server: Server, sampler: Sa
     out: dict[str, Any] = {}
     cpu = sampler.cpu_share("server", start, end) or 0.0
     cpu_main = sampler.cpu_share("server", start, end, key="cpu_main") or 0.0
-    caller_cpu = sampler.cpu_share("caller", start, end) or 0.0
-    callee_cpu = sampler.cpu_share("callee", start, end) or 0.0
+    labels = {label for sample in sampler.between(start, end) for label in sample.procs}
+    caller_cpu = sum(sampler.cpu_share(label, start, end) or 0.0
+                     for label in labels if label.startswith("caller"))
+    callee_cpu = sum(sampler.cpu_share(label, start, end) or 0.0
+                     for label in labels if label.startswith("callee"))
     busy = sampler.machine_share(start, end) or 0.0
     inside = sampler.between(start, end)
     rss = [s.procs["server"]["rss_kib"] for s in inside if "server" in s.procs]
@@ -270,14 +303,17 @@ def measure_window(n: int, args: argparse.Namespace, server: Server, sampler: Sa
     # cores the server is not pinned to, or what the server leaves.
     sipp_cores = (len(sipp_cpus.split(",")) if sipp_cpus else (os.cpu_count() or 1) - cpu)
     relayed = 2 * n * 1000 / (args.ptime or 20) * args.window
-    callee_drops = sampler.drops().get("callee", 0)
+    drops = sampler.drops()
+    callee_drops = sum(v for k, v in drops.items() if k.startswith("callee"))
     out["generator_limited"] = (caller_cpu + callee_cpu >= 0.85 * sipp_cores
                                 or callee_drops > 0.0005 * relayed)
     out["us_per_relayed_packet"] = 1e6 * cpu / (2 * n * 1000 / args.ptime) if not args.idle \
         else None
     out["rss_mib"] = max(rss) / 1024 if rss else None
     out["fds"] = max(fds) if fds else None
-    out["udp_drops_by_process"] = sampler.drops()
+    out["udp_drops_by_process"] = {
+        "server": drops.get("server", 0), "callee": callee_drops,
+        "caller": sum(v for k, v in drops.items() if k.startswith("caller"))}
     out["kernel_udp_delta"] = {k: kernel_after[k] - kernel_before.get(k, 0)
                                for k in ("InDatagrams", "InErrors", "RcvbufErrors",
                                          "SndbufErrors", "NoPorts")}

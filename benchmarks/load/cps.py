@@ -67,6 +67,7 @@ from benchmarks.load.common import (
     snapshot_package,
     start_sipp,
     thread_cpu,
+    udp_port_drops,
     wait_for_cdrs,
     wait_for_quiet,
     workdir,
@@ -98,6 +99,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gap", type=float, default=PORT_QUARANTINE + 2,
                         help="pause between steps (seconds); default lets quarantined "
                              "ports return")
+    parser.add_argument("--port-range", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                        help="the server's rtp.port_range instead of one sized for the "
+                             "load (e.g. the default 20000 29999, to see the quarantine bite)")
     parser.add_argument("--servers", type=int, choices=(1, 2), default=1)
     parser.add_argument("--redis", action="store_true", help="start a redis-server and "
                         "publish CDRs to it (checked with XLEN)")
@@ -134,8 +138,11 @@ def run_mode(mode: str, args: argparse.Namespace, sipp: str, base: Path,
     try:
         for index in range(args.servers):
             ports = plan.fixed(12)  # SIP: server, callee, caller; media: 4 each
+            rtp_range = plan.rtp_range(pairs)
+            if args.port_range:
+                rtp_range = (args.port_range[0] + index * 10000, args.port_range[1] + index * 10000)
             spec = ServerSpec(
-                name=f"{mode}-{index}", sip_port=ports, rtp_range=plan.rtp_range(pairs),
+                name=f"{mode}-{index}", sip_port=ports, rtp_range=rtp_range,
                 storage=base / f"{mode}-{index}" / "var", target_port=ports + 1,
                 record=record, redis_url=redis.url if redis else None,
                 node=f"load-{index}")
@@ -186,7 +193,8 @@ def run_step(mode: str, rate: int, args: argparse.Namespace, sipp: str, lanes: l
     quiet = wait_for_quiet(args.quiet, 180)
     log(f"{mode}: {rate} cps x {args.seconds} s = {calls} calls per server "
         f"x {len(lanes)} server(s)")
-    before = {lane.index: (cpu_seconds(lane.server.pid), thread_cpu(lane.server.pid))
+    before = {lane.index: (cpu_seconds(lane.server.pid), thread_cpu(lane.server.pid),
+                           udp_port_drops(lane.server.spec.sip_port))
               for lane in lanes}
     log_offsets = {lane.index: len(lane.server.log_text()) for lane in lanes}
     xlen_before = redis.xlen("mediacore:cdr") if redis else None
@@ -218,7 +226,8 @@ def run_step(mode: str, rate: int, args: argparse.Namespace, sipp: str, lanes: l
                            "seconds": args.seconds, "hold_ms": args.hold_ms,
                            "busy_before_step_cores": quiet, "servers": per_lane}
     for key in ("calls", "created", "successful", "failed", "cdrs", "answered_cdrs",
-                "errors_logged", "no_media_503"):
+                "cdrs_hangup_by_caller_at_hold", "sip_socket_drops", "errors_logged",
+                "no_media_503"):
         row[key] = sum(lane[key] for lane in per_lane)
     row["achieved_cps"] = sum(lane["achieved_cps"] or 0 for lane in per_lane)
     row["server_cpu_pct"] = sum(lane["cpu_pct"] or 0 for lane in per_lane)
@@ -264,7 +273,7 @@ def start_profile(mode: str, rate: int, lane: Lane, args: argparse.Namespace,
     return analysis
 
 
-def lane_row(lane: Lane, caller: SippRun, before: tuple[float, dict[int, float]],
+def lane_row(lane: Lane, caller: SippRun, before: tuple[float, dict[int, float], int],
              log_offset: int, sampler: Sampler, start: float, done: float,
              steady: tuple[float, float], calls: int) -> dict[str, Any]:
     pid = lane.server.pid
@@ -277,13 +286,19 @@ def lane_row(lane: Lane, caller: SippRun, before: tuple[float, dict[int, float]]
     cdrs = wait_for_cdrs(lane.server, stats["successful"],
                          lambda c: c.get("sip_call_id", "").endswith(suffix))
     answered = sum(c.get("disposition") == "answered" for c in cdrs)
+    # A CDR is right when the caller hung up after about the hold time: a call
+    # whose ACK or BYE the server lost ends "by system" with the wrong duration.
+    hold = args_hold_s(caller)
+    cdr_ok = sum(c.get("disposition") == "answered" and c.get("hangup_by") == "caller"
+                 and abs(float(c.get("duration") or 0) - hold) < 1.0 for c in cdrs)
     summary = lane.server.log_summary(log_offset)
     label = f"server{lane.index}"
     cpu = sampler.cpu_share(label, *steady)
     cpu_main_share = sampler.cpu_share(label, *steady, key="cpu_main")
     callee_cpu = sampler.cpu_share(f"callee{lane.index}", *steady)
     wall = max(done - start, 1e-6)
-    passed = (stats["failed"] == 0 and stats["successful"] == calls and answered == calls)
+    passed = (stats["failed"] == 0 and stats["successful"] == calls and answered == calls
+              and cdr_ok == calls)
     return {
         "server": lane.index,
         "calls": calls,
@@ -305,6 +320,8 @@ def lane_row(lane: Lane, caller: SippRun, before: tuple[float, dict[int, float]]
         "fds_peak": sampler.peak(label, "fds", start, done),
         "cdrs": len(cdrs),
         "answered_cdrs": answered,
+        "cdrs_hangup_by_caller_at_hold": cdr_ok,
+        "sip_socket_drops": udp_port_drops(lane.server.spec.sip_port) - before[2],
         "errors_logged": summary["errors"],
         "tracebacks": summary["tracebacks"],
         "warnings_logged": summary["warnings"],
@@ -315,6 +332,12 @@ def lane_row(lane: Lane, caller: SippRun, before: tuple[float, dict[int, float]]
         "caller_returncode": caller.returncode,
         "passed": passed,
     }
+
+
+def args_hold_s(caller: SippRun) -> float:
+    """The hold time SIPp was given (-d, ms), in seconds."""
+    command = caller.command
+    return int(command[command.index("-d") + 1]) / 1000 if "-d" in command else 0.0
 
 
 def _mib(kib: float | None) -> float | None:
@@ -332,16 +355,19 @@ def _fmt(value: Any, digits: int = 0) -> str:
 def print_row(row: dict[str, Any], *, header: bool) -> None:
     if header:
         print(f"\n### {row['mode']}\n")
-        print("| offered cps | achieved cps | calls | successful | failed | CDRs | "
+        print("| offered cps | achieved cps | calls | successful | failed | CDRs (right) | "
               "server CPU % (main) | CPU ms/call | RSS MiB | fds | answer p50/p99 ms | "
-              "SIPp CPU % | others CPU % | errors logged | pass |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+              "SIP socket drops | 503s | SIPp CPU % | others CPU % | errors logged | pass |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+              "|---|")
     main = sum(lane["cpu_main_pct"] or 0 for lane in row["servers"])
     print(f"| {row['offered_cps']} | {_fmt(row['achieved_cps'])} | {row['calls']:,} "
           f"| {row['successful']:,} | {row['failed']:,} | {row['answered_cdrs']:,} "
+          f"({row['cdrs_hangup_by_caller_at_hold']:,}) "
           f"| {_fmt(row['server_cpu_pct'])} ({_fmt(main)}) | {_fmt(row['cpu_ms_per_call'], 2)} "
           f"| {_fmt(row['rss_mib'])} | {_fmt(row['fds'])} "
           f"| {_fmt(row['answer_ms_p50'])}/{_fmt(row['answer_ms_p99'])} "
+          f"| {row['sip_socket_drops']:,} | {row['no_media_503']:,} "
           f"| {_fmt(row['sipp_cpu_pct'])} | {_fmt(row['others_cpu_pct'])} "
           f"| {row['errors_logged']} | {'yes' if row['passed'] else 'NO'} |", flush=True)
 
