@@ -327,8 +327,10 @@ class Call:
         self.leg = OutboundLeg(target, request, transaction, peer)
         self.state = CallState.DIALING
         self.deadlines["ring"] = now + self.number.ring_timeout
-        self._log("dialling target %d of %d (%s)", self.target_index + 1,
-                  len(self.number.targets), target)
+        # The first target is every call's routine; a later one is news (failover).
+        (self._log if self.target_index else self._debug)(
+            "dialling target %d of %d (%s)", self.target_index + 1,
+            len(self.number.targets), target)
         return outputs
 
     def target_response(self, leg: OutboundLeg, response: sip.Response, now: float
@@ -773,8 +775,9 @@ class Call:
         if self.recording is not None:
             self.recording_id = self.id
         self.media.close()
-        self._log("ended: %s (%s), hangup by %s", self.disposition, self.sip_status,
-                  self.hangup_by)
+        # At DEBUG only: the CDR line that the server logs next says the same.
+        self._debug("ended: %s (%s), hangup by %s", self.disposition, self.sip_status,
+                    self.hangup_by)
         return []
 
     @property
@@ -812,6 +815,12 @@ class Call:
 
     def _log(self, text: str, *args: object) -> None:
         log.info(f"call {self.id}: {text}", *args)
+
+    def _debug(self, text: str, *args: object) -> None:
+        """A routine step every call takes: at INFO, six such lines per call cost
+        a sixth of the server's CPU at 250 calls/s (benchmarks/RESULTS.md)."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(f"call {self.id}: {text}", *args)
 
 
 def _who(side: Side) -> str:

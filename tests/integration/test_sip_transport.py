@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from mediacore.config import ListenAddress
-from mediacore.sip.transport import TCP, UDP, Peer, SipTransports
+from mediacore.sip.transport import (
+    TCP,
+    UDP,
+    UDP_RECEIVE_BUFFER,
+    Peer,
+    SipTransports,
+    widen_receive_buffer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +110,38 @@ def test_udp_datagrams_are_delivered_and_sent_from_the_listening_socket() -> Non
     data, source, port = asyncio.run(scenario())
     assert data == b"reply"
     assert source == ("127.0.0.1", port)  # symmetric: from the port we listen on
+
+
+def test_the_udp_listener_asks_for_a_receive_buffer_for_bursts() -> None:
+    """The kernel grants min(request, net.core.rmem_max), reported doubled."""
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+    async def scenario() -> int:
+        transports = SipTransports(lambda data, peer: None)
+        await transports.listen([ListenAddress(UDP, "127.0.0.1", 0)])
+        try:
+            (listener,) = transports.udp.values()
+            sock = listener.transport.get_extra_info("socket")
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        finally:
+            await transports.close()
+
+    granted = asyncio.run(scenario())
+    assert granted == 2 * min(UDP_RECEIVE_BUFFER, rmem_max)
+
+
+def test_a_receive_buffer_capped_by_the_kernel_is_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class CappedSocket:
+        """What setsockopt/getsockopt look like under the default rmem_max."""
+
+        def setsockopt(self, level: int, option: int, value: int) -> None:
+            self.requested = value
+
+        def getsockopt(self, level: int, option: int) -> int:
+            return 2 * 212_992
+
+    with caplog.at_level("WARNING"):
+        granted = widen_receive_buffer(CappedSocket(), "udp:127.0.0.1:5060")  # type: ignore[arg-type]
+    assert granted == 425_984
+    assert "receive buffer only 416 KiB (raise net.core.rmem_max" in caplog.text
