@@ -924,3 +924,24 @@ def test_garbage_gets_sdp_error_never_anything_else(body: bytes, data: st.DataOb
     peer_media(sdp)
     with contextlib.suppress(SdpError):
         select_codec(sdp)
+
+
+def test_a_media_section_follows_its_session_direction_without_a_reference_cycle() -> None:
+    """A parsed description is freed by reference counting alone (no cycle for
+    the garbage collector), and the fallback follows the session's lines even
+    when they are replaced."""
+    import gc
+    import weakref
+
+    sdp = parse(EVERY_LINE_TYPE)
+    media = sdp.media[0]
+    sdp.lines = [line for line in sdp.lines if line != ("a", "recvonly")] + [("a", "sendonly")]
+    assert media.direction == "sendonly"
+    gone = weakref.ref(sdp)
+    gc.disable()
+    try:
+        del sdp
+        assert gone() is None
+    finally:
+        gc.enable()
+    assert media.direction == "sendonly"  # the section keeps what it fell back to
