@@ -23,6 +23,7 @@ from mediacore import __version__, checks
 from mediacore.calls.b2bua import B2BUA
 from mediacore.calls.call import Call, CallState, LocalContact
 from mediacore.calls.engine_media import EngineMedia
+from mediacore.calls.recording_pump import RecordingPump
 from mediacore.calls.voicemail import VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
 from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
@@ -52,6 +53,7 @@ class Server:
             tcp_idle_timeout=config.sip.tcp_idle_timeout,
         )
         self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
+        self.recording_pump = RecordingPump(self.engine)
         self.prompts = PromptLibrary(config.storage.announcements)
         self.records = RecordsService(config)
         self.voicemail = VoicemailSender(config.smtp, spool_dir_for(config.storage.dir),
@@ -85,6 +87,7 @@ class Server:
             node=self.config.records.node,
         )
         self.engine.start(self._loop, self._on_media_events)
+        self.recording_pump.start(self._loop)
         await self.voicemail.start()
         self._tasks.append(self._loop.create_task(self._watch_inactivity()))
 
@@ -94,7 +97,8 @@ class Server:
         return LocalContact(self.config.sip.advertised_address, bound.port, bound.transport)
 
     def _media_for(self, call_id: str) -> EngineMedia:
-        media = EngineMedia(call_id, self.engine, self.prompts, self._prompt_done)
+        media = EngineMedia(call_id, self.engine, self.prompts, self._prompt_done,
+                            self.recording_pump)
         self._call_of_session[media.session.id] = call_id
         return media
 
@@ -206,6 +210,7 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
         await self.transports.close()
+        self.recording_pump.close()
         self.engine.close()
         await self.records.close()
 

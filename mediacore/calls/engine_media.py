@@ -1,8 +1,9 @@
 """CallMedia on the real media plane: the RTP engine, prompts and the recorder.
 
-The call logic stays sans-IO; what takes time here runs as asyncio tasks:
-a prompt is paced at 20 ms per packet and the recording tap is drained
-every ``DRAIN_INTERVAL`` into the call's recorder. When a prompt ends, the
+The call logic stays sans-IO; what takes time here runs on the event loop:
+a prompt is paced at 20 ms per packet by a task, and the server's
+:class:`~mediacore.calls.recording_pump.RecordingPump` drains every recorded
+call's tap into its recorder on one timer. When a prompt ends, the
 ``on_prompt_done`` callback tells the server, which feeds the event back to
 the B2BUA (``announcement_finished``).
 """
@@ -19,16 +20,13 @@ from pathlib import Path
 
 from mediacore.calls.call import CallError
 from mediacore.calls.media import RecordingResult, Side
+from mediacore.calls.recording_pump import RecordingPump
 from mediacore.rtp.engine import Leg, MediaEngine, Session
 from mediacore.rtp.player import Codec, PromptLibrary, PromptPlayer, play
 from mediacore.rtp.ports import PortsExhausted
 from mediacore.rtp.recorder import CallRecorder
 
 log = logging.getLogger("mediacore.calls")
-
-#: How often the recording tap is emptied into the recorder: well inside the
-#: recorder's 200 ms write-out delay, and cheap (one call per call per tick).
-DRAIN_INTERVAL = 0.05
 
 CODECS: dict[str, Codec] = {"PCMU": "ulaw", "PCMA": "alaw"}
 
@@ -42,6 +40,7 @@ class EngineMedia:
         engine: MediaEngine,
         prompts: PromptLibrary,
         on_prompt_done: Callable[[str], None],
+        pump: RecordingPump,
     ) -> None:
         try:
             self.session: Session = engine.open_session()
@@ -51,10 +50,10 @@ class EngineMedia:
         self.engine = engine
         self.prompts = prompts
         self.on_prompt_done = on_prompt_done
+        self.pump = pump
         self._codecs: dict[Side, tuple[int, str, int | None]] = {}
         self._player: asyncio.Task[None] | None = None
         self._recorder: CallRecorder | None = None
-        self._drainer: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -121,27 +120,14 @@ class EngineMedia:
         self._recorder = CallRecorder(path, codec_by_pt=self._codec_by_pt(),
                                       started_ns=time.monotonic_ns(), channels=channels)
         self.session.set_recording(True)
-        self._drainer = asyncio.get_running_loop().create_task(self._drain_forever())
-
-    async def _drain_forever(self) -> None:
-        while True:
-            await asyncio.sleep(DRAIN_INTERVAL)
-            self._drain()
-
-    def _drain(self) -> None:
-        recorder = self._recorder
-        if recorder is None:
-            return
-        blob = self.session.drain_recording()
-        recorder.feed(blob, time.monotonic_ns())
+        self.pump.add(self.session.id, self._recorder, self.call_id)
 
     def stop_recording(self) -> RecordingResult | None:
         recorder = self._recorder
         if recorder is None:
             return None
         self._recorder = None
-        if self._drainer is not None:
-            self._drainer.cancel()
+        self.pump.remove(self.session.id)
         self.session.set_recording(False)
         with contextlib.suppress(Exception):
             recorder.feed(self.session.drain_recording(), time.monotonic_ns())
