@@ -33,10 +33,12 @@ examples:
   mediacore serve                      run on the bundled example config (127.0.0.1)
   mediacore serve -c /etc/mediacore/mediacore.toml
   mediacore check-config /etc/mediacore/mediacore.toml
-  mediacore cdr list --format csv      CDRs from the local journal
+  mediacore cdr list --format csv      CDRs from the local journals (every node's)
+  mediacore cdr list --node core1      CDRs of one node (one process) only
   mediacore cdr list --owner acme --since 2026-11-01 --until 2026-12-01 --format json
   mediacore cdr export --owner acme --out ./acme-export
   mediacore retention sweep            delete recordings whose retention ended
+  mediacore retention sweep --all-nodes  ... of every node below the storage dir
 """
 
 
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     cdr_list.add_argument("--since", metavar="T", type=_when, help="calls that started at/after T")
     cdr_list.add_argument("--until", metavar="T", type=_when, help="calls that started before T")
     cdr_list.add_argument("--format", choices=("csv", "json"), default="csv")
+    cdr_list.add_argument("--node", metavar="NAME", help=NODE_HELP)
     cdr_list.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     cdr_export = cdr_commands.add_parser(
         "export", help="write an owner's call history (CSV, JSON) and recordings (WAV)",
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cdr_export.add_argument("--owner", required=True, metavar="O")
     cdr_export.add_argument("--out", required=True, metavar="DIR")
+    cdr_export.add_argument("--node", metavar="NAME", help=NODE_HELP)
     cdr_export.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
 
     retention = commands.add_parser("retention", help="recording retention")
@@ -100,14 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = retention_commands.add_parser(
         "sweep", help="delete expired recordings now",
         description="Delete every recording whose retention has ended: the file, its Redis "
-        "hash and expiry entry, with a 'deleted' event. Safe beside a running server. Exit "
-        "status 1 if a file could not be deleted or Redis could not be updated.",
+        "hash and expiry entry, with a 'deleted' event. Sweeps the recordings of the "
+        "configured [records] node (each server sweeps its own node's too), or of --node "
+        "NAME, or of every node with a journal below the storage dir (--all-nodes: for "
+        "nodes no longer running). Safe beside running servers. Exit status 1 if a file "
+        "could not be deleted or Redis could not be updated.",
     )
+    which = sweep.add_mutually_exclusive_group()
+    which.add_argument("--node", metavar="NAME",
+                       help="sweep this node's recordings instead of the configured node's")
+    which.add_argument("--all-nodes", action="store_true",
+                       help="sweep every node's recordings below the storage dir")
     sweep.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
     return parser
 
 
 CONFIG_HELP = "TOML config file (default: the bundled example, storage under the working dir)"
+NODE_HELP = ("only this [records] node's journal (default: every node's journal below the "
+             "storage dir, merged in time order)")
 
 
 def _when(text: str) -> datetime:
@@ -136,18 +150,31 @@ def _cli_logging() -> None:
                         stream=sys.stderr)
 
 
+def _journals(config: Config, node: str | None) -> list[Path] | None:
+    """The journals ``cdr list``/``export`` read: every node's, or ``node``'s (None: error)."""
+    from mediacore.records.layout import journal_dirs, journal_root, node_problem
+
+    if node is not None and node_problem(node):
+        print(f"mediacore: --node {node!r} {node_problem(node)}", file=sys.stderr)
+        return None
+    found = journal_dirs(config.storage.dir, node)
+    if not found:
+        where = journal_root(config.storage.dir) / (node or "")
+        print(f"mediacore: no journal in {where} yet", file=sys.stderr)
+    return [directory for _, directory in found]
+
+
 def cdr_list(args: argparse.Namespace) -> int:
     from mediacore.records.history import iter_cdrs, select_cdrs, write_cdrs
-    from mediacore.records.journal import journal_dir
 
     config = _load(args.config)
     if config is None:
         return 1
     _cli_logging()
-    directory = journal_dir(config.storage.dir)
-    if not directory.is_dir():
-        print(f"mediacore: no journal in {directory} yet", file=sys.stderr)
-    cdrs = select_cdrs(iter_cdrs(directory), number=args.number, owner=args.owner,
+    directories = _journals(config, args.node)
+    if directories is None:
+        return 2
+    cdrs = select_cdrs(iter_cdrs(directories), number=args.number, owner=args.owner,
                        since=args.since, until=args.until)
     try:
         write_cdrs(cdrs, sys.stdout, args.format)
@@ -160,14 +187,16 @@ def cdr_list(args: argparse.Namespace) -> int:
 
 def cdr_export(args: argparse.Namespace) -> int:
     from mediacore.records.history import export_owner
-    from mediacore.records.journal import journal_dir
 
     config = _load(args.config)
     if config is None:
         return 1
     _cli_logging()
+    directories = _journals(config, args.node)
+    if directories is None:
+        return 2
     try:
-        report = export_owner(journal_dir(config.storage.dir), args.owner, Path(args.out))
+        report = export_owner(directories, args.owner, Path(args.out))
     except OSError as error:
         print(f"mediacore: cannot export to {args.out}: {error}", file=sys.stderr)
         return 1
@@ -181,17 +210,28 @@ def cdr_export(args: argparse.Namespace) -> int:
 def retention_sweep(args: argparse.Namespace) -> int:
     import asyncio
 
-    from mediacore.records.service import sweep_once
+    from mediacore.records.layout import flat_journal_present, node_problem
+    from mediacore.records.service import sweep_nodes, sweep_once
 
     config = _load(args.config)
     if config is None:
         return 1
     _cli_logging()
-    result = asyncio.run(sweep_once(config))
+    if args.node is not None and node_problem(args.node):
+        print(f"mediacore: --node {args.node!r} {node_problem(args.node)}", file=sys.stderr)
+        return 2
+    if flat_journal_present(config.storage.dir):
+        print(f"mediacore: {config.storage.dir}/journal holds a journal from before per-node "
+              "journals; start the server once to move it into its node's dir (its "
+              "recordings are not swept until then)", file=sys.stderr)
+    nodes = (sweep_nodes(config) if args.all_nodes
+             else [args.node or config.records.node])
+    result = asyncio.run(sweep_once(config, nodes=nodes))
     report = result.report
     missing = sum(1 for d in report.deleted if d.file == "missing")
     print(f"retention: {len(report.deleted)} recordings deleted ({missing} files were already "
-          f"gone), {len(report.failed)} could not be deleted")
+          f"gone), {len(report.failed)} could not be deleted (node{'s' if len(nodes) != 1 else ''}"
+          f" {', '.join(nodes) or 'none'})")
     for due, why in report.failed:
         print(f"  recording {due.id} (call {due.call_id}): {due.path}: {why}", file=sys.stderr)
     if result.publish_error:

@@ -9,6 +9,7 @@ should not have to restart the server once per typo.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Iterator
@@ -244,6 +245,19 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
 
 
+_NODE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,199}$")
+
+
+def node_problem(node: str) -> str | None:
+    """Why ``node`` cannot be a ``[records] node``: it names dirs below the storage dir."""
+    if not node or any(c.isspace() for c in node):
+        return "must be non-empty, without spaces"
+    if not _NODE_RE.match(node):
+        return ("must be usable as a directory name (it names the node's journal dir): "
+                "up to 200 letters, digits and . _ - : @ +, not starting with . - : @ +")
+    return None
+
+
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
@@ -439,9 +453,7 @@ def _read_records(r: _Reader, table: dict[str, Any]) -> RecordsConfig:
                                     _positive),
             retry_max_delay=float(r.value(table, "retry_max_delay", (int, float),
                                           default.retry_max_delay, _positive)),
-            node=r.value(table, "node", str, default.node,
-                         lambda v: None if v and not any(c.isspace() for c in v)
-                         else "must be non-empty, without spaces"),
+            node=r.value(table, "node", str, default.node, node_problem),
         )
 
 

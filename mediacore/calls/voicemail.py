@@ -8,8 +8,20 @@ did. So every message goes through a spool on disk, and leaves it only by
 being accepted (250 after DATA: deleted) or refused for good (5xx: moved to
 ``failed/`` for the operator, with an error in the log naming the owner).
 
-The spool (``<storage>/voicemail-spool/``)
-------------------------------------------
+The spool (``<storage>/voicemail-spool/<node>/``)
+-------------------------------------------------
+One spool per ``[records] node``: processes that share a storage dir (one
+per core) each deliver their own voicemails and never see another's, so no
+message is sent twice by two processes, and no process's start-up recovery
+touches a message another is still spooling. A sender holds ``sender.lock``
+(an ``flock``) in its spool for as long as it runs; a second sender on the
+same spool is refused. A flat spool from before per-node spools (messages
+directly in ``voicemail-spool/``) is taken over at start by the first node
+that gets its lock: each message's ``.eml`` is moved into the node's spool,
+then its ``.wav`` (a crash between leaves a queued ``.eml``, which carries
+the audio, and a ``.wav`` that the next recovery knows is a leftover).
+``failed/`` of the flat spool is left where it is, for the operator.
+
 Each voicemail is two files with one id: ``<id>.eml``, the whole message
 (the audio attached, so it can be delivered on its own), and ``<id>.wav``,
 the recording moved in from wherever it was made, so that it never lingers
@@ -67,6 +79,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import inspect
 import logging
 import os
@@ -93,7 +106,9 @@ __all__ = [
     "SPOOL_DIRNAME",
     "DeliveryReport",
     "PendingVoicemail",
+    "SpoolInUse",
     "VoicemailSender",
+    "adopt_flat_spool",
     "attachment_name",
     "backoff_delay",
     "compose",
@@ -115,9 +130,71 @@ CALL_ID_HEADER = "X-Mediacore-Call-ID"
 ANONYMOUS = "anonymous"
 
 
-def spool_dir_for(storage_dir: Path) -> Path:
-    """Where the spool lives below ``[storage] dir``."""
-    return Path(storage_dir) / SPOOL_DIRNAME
+SENDER_LOCK = "sender.lock"
+
+
+def spool_dir_for(storage_dir: Path, node: str | None = None) -> Path:
+    """Where ``node``'s spool lives below ``[storage] dir`` (the ``[records] node``).
+
+    Without a node: the flat spool from before per-node spools, which only
+    one process on the storage dir can use (its sender's lock refuses a
+    second one).
+    """
+    if node is None:
+        return Path(storage_dir) / SPOOL_DIRNAME
+    if not node or "/" in node or node.startswith(".") or node == SENDER_LOCK:
+        raise ValueError(f"{node!r} cannot name a voicemail spool")
+    return Path(storage_dir) / SPOOL_DIRNAME / node
+
+
+class SpoolInUse(RuntimeError):
+    """Another process delivers from this spool."""
+
+
+def _lock_spool(spool_dir: Path) -> int | None:
+    """An ``flock`` on the spool's ``sender.lock`` (its fd), or None if another process has it."""
+    fd = os.open(spool_dir / SENDER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def adopt_flat_spool(spool_dir: Path) -> list[str]:
+    """Move the messages of a flat spool (the parent of a per-node ``spool_dir``) into it.
+
+    Only when no other process holds the flat spool's lock; returns the ids moved.
+    """
+    spool_dir = Path(spool_dir)
+    flat = spool_dir.parent
+    if flat.name != SPOOL_DIRNAME or (not any(flat.glob("*.eml*")) and not any(
+            flat.glob("*.wav*"))):
+        return []
+    fd = _lock_spool(flat)
+    if fd is None:
+        log.warning("voicemail: the flat spool %s is in use by another process; its "
+                    "messages stay there", flat)
+        return []
+    try:
+        ids = recover_spool(flat)
+        _ensure_dirs(spool_dir)
+        for job_id in ids:
+            os.replace(flat / f"{job_id}.eml", spool_dir / f"{job_id}.eml")
+            _fsync_dir(spool_dir)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(flat / f"{job_id}.wav", spool_dir / f"{job_id}.wav")
+        _fsync_dir(spool_dir)
+        _fsync_dir(flat)
+    finally:
+        os.close(fd)
+    if ids:
+        log.warning("voicemail: moved %d queued message(s) from the flat spool %s into %s",
+                    len(ids), flat, spool_dir)
+    return ids
 
 
 # --- composing -------------------------------------------------------------------------
@@ -463,6 +540,7 @@ class VoicemailSender:
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
+        self._lock_fd = -1
 
     # lifecycle
 
@@ -470,6 +548,7 @@ class VoicemailSender:
         """Recover the spool and start delivering what is queued in it."""
         if self._worker is not None:
             raise RuntimeError("already started")
+        await asyncio.to_thread(self._claim_spool)
         ids = await asyncio.to_thread(recover_spool, self.spool_dir)
         for job_id in ids:
             owner = await asyncio.to_thread(self._read_owner, job_id)
@@ -490,6 +569,21 @@ class VoicemailSender:
             await self._worker
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _claim_spool(self) -> None:
+        _ensure_dirs(self.spool_dir)
+        fd = _lock_spool(self.spool_dir)
+        if fd is None:
+            holder = (self.spool_dir / SENDER_LOCK).read_text().strip() or "?"
+            raise SpoolInUse(
+                f"voicemail spool {self.spool_dir} is in use by another process (pid "
+                f"{holder}); processes that share a storage dir must each have their own "
+                f"records.node, and their own spool below it")
+        self._lock_fd = fd
+        adopt_flat_spool(self.spool_dir)
 
     def pending(self) -> list[PendingVoicemail]:
         """The queued voicemails, oldest first."""

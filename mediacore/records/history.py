@@ -1,7 +1,10 @@
 """Reading the journal back for people: ``cdr list`` and ``cdr export``.
 
 The journal is the system of record on the node, with or without Redis,
-so these read it directly and need no running server. A CDR that appears
+so these read it directly and need no running server. With several nodes
+sharing a storage dir (one process per core) each has its own journal
+(``journal/<node>/``); these read all of them, merged in journal time
+order, or the ones they are given. A CDR that appears
 twice in the journal (only possible after a failed fsync was retried, see
 writer.py) is listed once: ``call_id`` is unique by contract.
 
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mediacore.records.cdr import CDR_FIELDS, Cdr
-from mediacore.records.journal import read_entries
+from mediacore.records.journal import read_merged
 from mediacore.records.recordings import HANDLE_FIELDS, RecordingDeleted, RecordingHandle
 from mediacore.records.timefmt import format_utc, to_utc_ms, utc_now
 
@@ -55,10 +58,14 @@ def parse_when(text: str) -> datetime:
     return to_utc_ms(value)
 
 
-def iter_cdrs(journal: Path) -> Iterator[Cdr]:
-    """Every CDR in the journal, oldest first, each ``call_id`` once."""
+def _dirs(journals: Path | Iterable[Path]) -> list[Path]:
+    return [journals] if isinstance(journals, Path) else list(journals)
+
+
+def iter_cdrs(journals: Path | Iterable[Path]) -> Iterator[Cdr]:
+    """Every CDR in the journal(s), oldest first (merged by journal time), each ``call_id`` once."""
     seen: set[str] = set()
-    for entry in read_entries(journal, types=("cdr",)):
+    for entry in read_merged(_dirs(journals), types=("cdr",)):
         try:
             cdr = Cdr.from_fields(entry.data)
         except (ValueError, TypeError) as error:
@@ -121,7 +128,7 @@ class ExportReport:
     not_copied: dict[str, str] = field(default_factory=dict)  # id: why
 
 
-def export_owner(journal: Path, owner: str, out: Path,
+def export_owner(journals: Path | Iterable[Path], owner: str, out: Path,
                  now: datetime | None = None) -> ExportReport:
     """Write ``out/cdrs.{csv,json}``, ``out/recordings.{csv,json}`` and ``out/recordings/*.wav``.
 
@@ -133,11 +140,12 @@ def export_owner(journal: Path, owner: str, out: Path,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not an empty directory")
     report = ExportReport()
-    cdrs = list(select_cdrs(iter_cdrs(journal), owner=owner))
+    directories = _dirs(journals)
+    cdrs = list(select_cdrs(iter_cdrs(directories), owner=owner))
     handles: dict[str, RecordingHandle] = {}
     deleted: dict[str, RecordingDeleted] = {}
-    for entry in read_entries(journal, types=("recording", "voicemail-delivered",
-                                              "recording-deleted")):
+    for entry in read_merged(directories, types=("recording", "voicemail-delivered",
+                                                 "recording-deleted")):
         try:
             if entry.type == "recording-deleted":
                 gone = RecordingDeleted.from_fields(entry.data)

@@ -11,7 +11,9 @@ work, and a crash can only ever damage the last line of a file::
 ``type`` comes first on purpose: a reader that wants only recordings skips
 other lines by their first bytes, without decoding JSON.
 
-Files are ``journal/journal-<seq>-<yyyymmdd>.jsonl``: ``seq`` orders them,
+Each node (``[records] node``) has its own journal, below a storage dir
+that several processes may share (layout.py). Files are
+``journal/<node>/journal-<seq>-<yyyymmdd>.jsonl``: ``seq`` orders them,
 the date (UTC, when the file was opened) is for people. A file is closed
 and the next one begun when it would pass ``rotate_bytes`` or when the UTC
 day changes.
@@ -38,6 +40,7 @@ got, so a restart replays only what may not have reached Redis.
 from __future__ import annotations
 
 import fcntl
+import heapq
 import json
 import logging
 import os
@@ -48,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mediacore.records.layout import node_journal_dir
 from mediacore.records.timefmt import format_utc
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
     "journal_files",
     "load_cursor",
     "read_entries",
+    "read_merged",
     "save_cursor",
 ]
 
@@ -74,8 +79,9 @@ CURSOR = "cursor.json"
 _SEAL_SCAN = 1 << 20
 
 
-def journal_dir(storage_dir: Path) -> Path:
-    return Path(storage_dir) / "journal"
+def journal_dir(storage_dir: Path, node: str) -> Path:
+    """``<storage>/journal/<node>/``: one node's journal (layout.py has the whole layout)."""
+    return node_journal_dir(storage_dir, node)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -453,6 +459,22 @@ def read_entries(directory: Path, start: Position | None = None,
         yield from reader
     finally:
         reader.close()
+
+
+def read_merged(directories: Iterable[Path],
+                types: Iterable[str] | None = None) -> Iterator[Entry]:
+    """Every record of several journals (one per node), merged by journal time.
+
+    Each journal is in time order already (one writer); ``at`` has a fixed
+    width (``2026-11-23T15:04:11.123Z``), so its text sorts as the time.
+    Ties keep the order of ``directories``.
+    """
+    wanted = tuple(types) if types is not None else None
+    streams = [read_entries(directory, types=wanted) for directory in directories]
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    yield from heapq.merge(*streams, key=lambda entry: entry.at)
 
 
 def count_entries(directory: Path, start: Position | None, up_to: Position,

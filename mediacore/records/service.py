@@ -18,9 +18,13 @@ writer thread; the returned future resolves once it is durable per
 counted either way, and the record is retried, never dropped, while the
 process lives. Records are published to Redis only after they are durable.
 
-Only one service may own a storage dir (``journal/service.lock``, an
-``flock``): two publishers and two cursors over one journal would be a
-mess, and a second server on the same dir is always a mistake.
+Several servers may share a storage dir (one process per core), each with
+its own ``[records] node``: the journal, its cursor and its publisher are
+one node's (``journal/<node>/``, layout.py), and only one service may own a
+node (``journal/<node>/service.lock``, an ``flock``): two publishers and
+two cursors over one journal would be a mess, so a second server with the
+same node is refused before any socket opens. A flat journal from before
+per-node journals is moved into the node's dir at start, once.
 ``mediacore retention sweep`` and ``cdr list`` may run beside it.
 """
 
@@ -29,10 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +45,7 @@ from redis.exceptions import RedisError
 from mediacore.config import Config
 from mediacore.records.cdr import Cdr
 from mediacore.records.journal import Entry, Journal, Position, journal_dir
+from mediacore.records.layout import LayoutError, NodeClaim, claim_node, journal_dirs
 from mediacore.records.publisher import Backoff, Lag, Publisher
 from mediacore.records.recordings import RecordingHandle
 from mediacore.records.redis_sink import RedisSink
@@ -62,13 +65,11 @@ __all__ = [
     "RecordsStats",
     "SweepOnce",
     "VoicemailDelivered",
+    "sweep_nodes",
     "sweep_once",
 ]
 
 log = logging.getLogger("mediacore.records")
-
-SERVICE_LOCK = "service.lock"
-
 
 DEFAULT_RETENTION_DAYS = 30  # a number no longer in the config: NumberConfig's default
 
@@ -124,7 +125,7 @@ class RecordsService:
         self.settings = config.records
         self.node = config.records.node
         self.storage_dir = Path(config.storage.dir)
-        self.journal_dir = journal_dir(self.storage_dir)
+        self.journal_dir = journal_dir(self.storage_dir, self.node)
         self.recordings_dir = self.storage_dir / "recordings"
         self._clock = clock
         self._publish_batch = publish_batch
@@ -136,7 +137,7 @@ class RecordsService:
         self._sink: RedisSink | None = None
         self._sweeper: Sweeper | None = None
         self._sweep_task: asyncio.Task[None] | None = None
-        self._lock_fd = -1
+        self._claim: NodeClaim | None = None
         self._state = "new"
 
     # --- life cycle --------------------------------------------------------------
@@ -147,6 +148,8 @@ class RecordsService:
             raise RecordsError(f"RecordsService.start() called when {self._state}")
         try:
             await asyncio.to_thread(self._open_storage)
+        except LayoutError as error:
+            raise RecordsError(f"records: {error}") from None
         except OSError as error:
             raise RecordsError(f"records: cannot use {self.storage_dir}: {error}") from error
         try:
@@ -348,20 +351,8 @@ class RecordsService:
             await asyncio.sleep(interval)
 
     def _open_storage(self) -> None:
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.journal_dir / SERVICE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RecordsError(f"records: {self.storage_dir} is in use by another mediacore "
-                               f"process (pid {holder})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._claim = claim_node(self.storage_dir, self.node)
         try:
             self._journal = Journal(self.journal_dir,
                                     rotate_bytes=self.settings.rotate_mb << 20,
@@ -371,9 +362,9 @@ class RecordsService:
             raise
 
     def _release_lock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
 
 @dataclass(slots=True)
@@ -388,16 +379,40 @@ class SweepOnce:
         return self.report.ok and self.publish_error is None
 
 
-async def sweep_once(config: Config, *, clock: Callable[[], datetime] = utc_now) -> SweepOnce:
+async def sweep_once(config: Config, *, nodes: Sequence[str] | None = None,
+                     clock: Callable[[], datetime] = utc_now) -> SweepOnce:
     """One retention sweep outside the server (``mediacore retention sweep``).
 
-    Safe beside a running server: journal appends are ``flock``ed, file
-    deletion tolerates a file the other sweeper already took, and Redis
-    drops the second deletion event by its marker. The deletions are
-    published here, directly; if Redis is down they wait in the journal for
-    the server's publisher (at its next start at the latest).
+    Sweeps the recordings of ``nodes`` (default: the configured
+    ``records.node``), one node after the other, each by its own journal
+    (deletions are appended to that node's journal) and by the Redis hashes
+    naming that node. Safe beside running servers: journal appends are
+    ``flock``ed, file deletion tolerates a file the other sweeper already
+    took, and Redis drops the second deletion event by its marker. The
+    deletions are published here, directly; if Redis is down they wait in
+    the node's journal for that node's publisher (at its next start at the
+    latest).
     """
-    directory = journal_dir(Path(config.storage.dir))
+    storage = Path(config.storage.dir)
+    total = SweepOnce(SweepReport())
+    for node in (nodes if nodes is not None else [config.records.node]):
+        result = await _sweep_node(config, storage, node, clock)
+        total.report.deleted += result.report.deleted
+        total.report.failed += result.report.failed
+        total.report.skipped += result.report.skipped
+        total.report.redis_error = total.report.redis_error or result.report.redis_error
+        total.publish_error = total.publish_error or result.publish_error
+    return total
+
+
+def sweep_nodes(config: Config) -> list[str]:
+    """Every node with a journal below the storage dir (``retention sweep --all-nodes``)."""
+    return [node for node, _ in journal_dirs(Path(config.storage.dir)) if node]
+
+
+async def _sweep_node(config: Config, storage: Path, node: str,
+                      clock: Callable[[], datetime]) -> SweepOnce:
+    directory = journal_dir(storage, node)
     index = await asyncio.to_thread(RecordingIndex.from_journal, directory)
     journal: Journal | None = None
     settings = config.records
@@ -417,7 +432,7 @@ async def sweep_once(config: Config, *, clock: Callable[[], datetime] = utc_now)
         sink = RedisSink(config.redis.url, config.redis.prefix,
                          marker_ttl=settings.marker_ttl_days * 86_400)
     try:
-        sweeper = Sweeper(storage_dir=Path(config.storage.dir), node=settings.node, index=index,
+        sweeper = Sweeper(storage_dir=storage, node=node, index=index,
                           journal=append, sink=sink, clock=clock)
         result = SweepOnce(await sweeper.sweep())
         if sink is not None and result.report.deleted:

@@ -133,7 +133,7 @@ def test_sigkill_during_publication_loses_and_duplicates_nothing(
         assert child.terminate() == 0
 
         # 5. Without its cursor, a start replays the whole journal: Redis drops it all.
-        (journal_dir(storage) / "cursor.json").unlink()
+        (journal_dir(storage, "test-node") / "cursor.json").unlink()
         child = Child(live)
         children.append(child)
         child.expect("published")
@@ -143,7 +143,7 @@ def test_sigkill_during_publication_loses_and_duplicates_nothing(
         for child in children:
             child.kill()
 
-    journal = [e.data["call_id"] for e in read_entries(journal_dir(storage), types=("cdr",))]
+    journal = [e.data["call_id"] for e in read_entries(journal_dir(storage, "test-node"), types=("cdr",))]
     assert len(journal) == len(set(journal)), "a CDR is in the journal twice"
     assert len(journal) >= 4000 + 1
     listed = subprocess.run(

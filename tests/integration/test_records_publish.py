@@ -111,8 +111,8 @@ def test_a_restart_replays_only_what_redis_may_lack(redis_url: str, tmp_path: Pa
         assert clean.stats().replayed == 0 and clean.stats().duplicates == 0
         # A crash after publishing but before the cursor was saved: the cursor
         # lags; those records are re-sent and Redis drops them.
-        entries = list(read_entries(journal_dir(tmp_path)))
-        save_cursor(journal_dir(tmp_path), entries[149].position)
+        entries = list(read_entries(journal_dir(tmp_path, "test-node")))
+        save_cursor(journal_dir(tmp_path, "test-node"), entries[149].position)
         again = await publish(200, 0)
         assert again.stats().replayed == 50
         assert again.stats().duplicates == 50 and again.stats().published == 0
@@ -124,7 +124,7 @@ def test_a_restart_replays_only_what_redis_may_lack(redis_url: str, tmp_path: Pa
 def test_duplicate_journal_lines_are_published_once(redis_url: str, tmp_path: Path) -> None:
     """A retried write can leave a record twice in the journal: Redis gets it once."""
     client = redis.Redis.from_url(redis_url)
-    with Journal(journal_dir(tmp_path)) as journal:
+    with Journal(journal_dir(tmp_path, "test-node")) as journal:
         journal.append([("cdr", make_cdr(1).to_fields())] * 3)
         journal.append([("cdr", {"call_id": "broken"})])  # malformed: reported, skipped
         journal.append([("cdr", make_cdr(2).to_fields())])
@@ -217,8 +217,8 @@ def test_without_redis_the_journal_is_the_store(tmp_path: Path) -> None:
 
     service = uvloop.run(scenario())
     assert service.stats().journaled == 20
-    assert len(list(read_entries(journal_dir(tmp_path)))) == 20
-    assert not (journal_dir(tmp_path) / "cursor.json").exists()
+    assert len(list(read_entries(journal_dir(tmp_path, "test-node")))) == 20
+    assert not (journal_dir(tmp_path, "test-node") / "cursor.json").exists()
 
 
 def test_a_record_after_close_still_reaches_the_journal(
@@ -231,7 +231,7 @@ def test_a_record_after_close_still_reaches_the_journal(
         await service.record_cdr(make_cdr("late"))
 
     uvloop.run(scenario())
-    assert [e.data["call_id"] for e in read_entries(journal_dir(tmp_path))] == ["call-late"]
+    assert [e.data["call_id"] for e in read_entries(journal_dir(tmp_path, "test-node"))] == ["call-late"]
     assert "writing it to the journal synchronously" in caplog.text
 
 
@@ -270,9 +270,9 @@ def test_a_cursor_past_the_journals_end_means_replay_all(
 ) -> None:
     """A journal restored from a backup (or cut) must not be skipped by an old cursor."""
     client = redis.Redis.from_url(redis_url)
-    with Journal(journal_dir(tmp_path)) as journal:
+    with Journal(journal_dir(tmp_path, "test-node")) as journal:
         journal.append([("cdr", make_cdr(1).to_fields())])
-    save_cursor(journal_dir(tmp_path), Position(7, 100))
+    save_cursor(journal_dir(tmp_path, "test-node"), Position(7, 100))
 
     async def scenario() -> None:
         service = RecordsService(make_config(tmp_path, redis_url))

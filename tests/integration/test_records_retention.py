@@ -51,7 +51,7 @@ def events(client: redis.Redis) -> list[dict[str, str]]:
 
 
 def deletions(storage: Path) -> list[str]:
-    return [e.data["id"] for e in read_entries(journal_dir(storage),
+    return [e.data["id"] for e in read_entries(journal_dir(storage, "test-node"),
                                                types=("recording-deleted",))]
 
 

@@ -25,7 +25,7 @@ def config(tmp_path: Path) -> Path:
     """A journal with CDRs of two owners on three days, and acme's recordings."""
     storage = tmp_path / "var"
     now = utc_now()
-    with Journal(journal_dir(storage)) as journal:
+    with Journal(journal_dir(storage, "test-node")) as journal:
         journal.append([
             ("cdr", make_cdr(1, start=BASE).to_fields()),
             ("cdr", make_cdr(2, start=BASE + timedelta(days=1), owner="globex",
@@ -108,7 +108,7 @@ def test_list_without_config_reads_var_under_the_working_dir(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert listed(capsys) == []
-    with Journal(journal_dir(tmp_path / "var")) as journal:
+    with Journal(journal_dir(tmp_path / "var", "test-node")) as journal:
         journal.append([("cdr", make_cdr(7).to_fields())])
     assert [r["call_id"] for r in listed(capsys)] == ["call-7"]
 
