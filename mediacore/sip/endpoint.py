@@ -128,6 +128,36 @@ def stamp_via(request: sip.Request, source: Peer) -> None:
     params.append(("received", source.host))
     if wants_rport:
         params.append(("rport", str(source.port)))
+    stamped = Via._new(via.protocol, via.transport, via.host, via.port, "", tuple(params))
+    text = str(stamped)
+    try:
+        parse_via(text)  # what Via() checks: it must read back
+    except sip.ParseError:
+        _stamp_via_slowly(request, params)  # raises ValueError, as it always did
+        return
+    headers = request.headers
+    lines = headers._values("via")
+    first = lines[0]
+    if "," in first:
+        parts = split_list(first)
+        parts[0] = text
+        first = ", ".join(parts)
+    else:
+        first = text
+    # As headers.remove("via") and add("Via", line, first=True) for each line did
+    # (the lines were checked when parsed or added): every Via line goes last,
+    # in order, the stamped one first.
+    items = [item for item in headers._items if item[2] != "via"]
+    items.append(("Via", first, "via"))
+    items += [("Via", line, "via") for line in lines[1:]]
+    headers._items = items
+    headers._forget("via")
+    headers._cache["via"] = stamped
+
+
+def _stamp_via_slowly(request: sip.Request, params: list[tuple[str, str | None]]) -> None:
+    via = request.top_via
+    assert via is not None
     stamped = Via(via.transport, via.host, via.port, tuple(params), protocol=via.protocol)
     lines = request.headers.get_lines("via")
     first = split_list(lines[0])

@@ -70,10 +70,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from mediacore.sip.headers import (
+    _CANONICAL,
     LIST_HEADERS,
     ContentType,
     CSeq,
     Via,
+    _non_empty,
     canonical_name,
     check_via,
     header_key,
@@ -81,6 +83,7 @@ from mediacore.sip.headers import (
     parse_cseq,
     parse_name_addr_list,
     parse_token_list,
+    parse_via,
     parse_via_list,
     parse_vias,
 )
@@ -88,9 +91,11 @@ from mediacore.sip.uri import (
     _WS,
     TOKEN_CHARS,
     URI,
+    AbsoluteURI,
     NameAddr,
     ParseError,
     SipURI,
+    TelURI,
     is_token,
     parse_name_addr,
     parse_uri,
@@ -191,11 +196,10 @@ class Headers:
     __slots__ = ("_cache", "_index", "_items")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[Item] = []
+        # What add() does for each field, without forgetting an empty cache each time.
+        self._items: list[Item] = [_checked_item(name, value) for name, value in fields]
         self._cache: dict[str, Any] = {}
         self._index: dict[str, list[str]] | None = None
-        for name, value in fields:
-            self.add(name, value)
 
     @classmethod
     def _new(cls, items: list[Item], cache: dict[str, Any] | None = None) -> Headers:
@@ -209,15 +213,21 @@ class Headers:
         """The values of ``key``, in order (shared: do not change the list)."""
         index = self._index
         if index is None:
-            # Built on the first lookup: one pass, then every lookup is a dict hit.
-            index = self._index = {}
-            for _, value, k in self._items:
-                values = index.get(k)
-                if values is None:
-                    index[k] = [value]
-                else:
-                    values.append(value)
+            index = self._build_index()
         return index.get(key, _NO_VALUES)
+
+    def _build_index(self) -> dict[str, list[str]]:
+        """Key -> values; built on the first lookup: one pass, then every lookup is a
+        dict hit. Shared: do not change it."""
+        index: dict[str, list[str]] = {}
+        for _, value, k in self._items:
+            values = index.get(k)
+            if values is None:
+                index[k] = [value]
+            else:
+                values.append(value)
+        self._index = index
+        return index
 
     # reading
 
@@ -355,7 +365,26 @@ _VALIDATORS: dict[str, Callable[[str], Any]] = {
 }
 
 
+#: Fields already checked, (name, value) -> item: what we add repeats (Max-Forwards,
+#: Server, Contact, Content-Type, Allow... on every call). The checks are pure
+#: functions of the two strings, so a hit is as good as checking again.
+_CHECKED: dict[tuple[str, str], Item] = {}
+_CHECKED_MAX = 2048
+
+
 def _checked_item(name: str, value: str) -> Item:
+    if type(name) is str and type(value) is str:
+        item = _CHECKED.get((name, value))
+        if item is None:
+            item = _check_item(name, value)
+            if len(_CHECKED) >= _CHECKED_MAX:
+                _CHECKED.clear()  # per-call values (tags, branches) pass through
+            _CHECKED[(name, value)] = item
+        return item
+    return _check_item(name, value)
+
+
+def _check_item(name: str, value: str) -> Item:
     if not is_token(name):
         raise ValueError(f"invalid header name {name!r}")
     if not isinstance(value, str):
@@ -447,7 +476,29 @@ class Message:
 
     @property
     def vias(self) -> list[Via]:
-        return self._cached_list("via", "Via", parse_via_list)
+        headers = self.headers
+        cache = headers._cache
+        result = cache.get("via*")
+        if result is not None:
+            return result  # type: ignore[no-any-return]
+        top = cache.get("via")
+        if top is None:
+            return self._cached_list("via", "Via", parse_via_list)
+        # The top one is parsed already (parse() does, and top_via): only the rest now.
+        lines = headers._values("via")
+        first = lines[0]
+        try:
+            if "," in first:
+                result = [top] + [parse_via(_non_empty(part, "Via"))
+                                  for part in split_list(first)[1:]]
+            else:
+                result = [top]
+            for line in lines[1:]:
+                result += parse_via_list(line)
+        except ParseError as error:
+            raise _header_error("Via", error) from None
+        cache["via*"] = result
+        return result
 
     @property
     def cseq(self) -> CSeq:
@@ -652,12 +703,19 @@ class Request(Message):
             raise ValueError(f"invalid method {method!r}")
         if version != SIP_VERSION:
             raise ValueError(f"we speak {SIP_VERSION}, not {version!r}")
-        try:
-            parsed = _request_uri(uri if isinstance(uri, str) else str(uri))
-        except ParseError as error:
-            raise ValueError(f"invalid Request-URI {uri!s}: {error.reason}") from None
-        if not isinstance(uri, str) and parsed != uri:
-            raise ValueError(f"Request-URI {uri!s} does not survive formatting")
+        if isinstance(uri, (SipURI, TelURI, AbsoluteURI)):
+            # Parsed or built (the constructors check that it survives formatting),
+            # and immutable: only the Request-URI's own rule is left to check.
+            if isinstance(uri, SipURI) and uri.headers:
+                raise ValueError(f"invalid Request-URI {uri!s}: Request-URI with headers")
+            parsed: URI = uri
+        else:
+            try:
+                parsed = _request_uri(uri if isinstance(uri, str) else str(uri))
+            except ParseError as error:
+                raise ValueError(f"invalid Request-URI {uri!s}: {error.reason}") from None
+            if not isinstance(uri, str) and parsed != uri:
+                raise ValueError(f"Request-URI {uri!s} does not survive formatting")
         self.method = method
         self.uri = parsed
         self.version = version
@@ -1109,17 +1167,20 @@ def make_response(
     items = response.headers._items
     record_route = 100 < status < 300 and request.method in _DIALOG_METHODS
     for _, value, key in request.headers._items:
-        if key in ("via", "from", "call-id", "cseq") or (
+        if key in _COPIED or (
             key == "timestamp" and status == 100
         ) or (key == "record-route" and record_route):
-            items.append((canonical_name(key), value, key))
+            items.append((_CANONICAL[key], value, key))
         elif key == "to":
             if to_tag is not None and request.to_tag is None:
                 value = f"{value};tag={to_tag}"
             items.append(("To", value, key))
-    for name, value in extra_headers:
-        response.headers.add(name, value)
+    # What Headers.add does, on headers without a cache or an index yet.
+    items += [_checked_item(name, value) for name, value in extra_headers]
     return response
+
+
+_COPIED = frozenset({"via", "from", "call-id", "cseq"})
 
 
 def make_error_response(error: ParseError, *, to_tag: str | None = None) -> Response | None:
@@ -1235,11 +1296,15 @@ def _media_matches(ranges: list[ContentType], mime: str) -> bool:
 def _well_formed(message: Message) -> str | None:
     """Why ``message`` lacks what every request and response needs, or None."""
     headers = message.headers
+    index = headers._index
+    if index is None:
+        index = headers._build_index()
     for key, name in _MANDATORY:
-        if key not in headers:
+        if key not in index:
             return f"Missing {name} header"
     for key, name in _SINGLE:
-        if headers.count(key) > 1:
+        values = index.get(key)
+        if values is not None and len(values) > 1:
             return f"Multiple {name} headers"
     try:
         message.vias  # noqa: B018 (each access parses and checks)
