@@ -103,6 +103,7 @@ from mediacore.config import SmtpConfig
 
 __all__ = [
     "FAILED_DIRNAME",
+    "SENDER_LOCK",
     "SPOOL_DIRNAME",
     "DeliveryReport",
     "PendingVoicemail",

@@ -143,7 +143,8 @@ def test_sigkill_during_publication_loses_and_duplicates_nothing(
         for child in children:
             child.kill()
 
-    journal = [e.data["call_id"] for e in read_entries(journal_dir(storage, "test-node"), types=("cdr",))]
+    journal = [e.data["call_id"]
+               for e in read_entries(journal_dir(storage, "test-node"), types=("cdr",))]
     assert len(journal) == len(set(journal)), "a CDR is in the journal twice"
     assert len(journal) >= 4000 + 1
     listed = subprocess.run(
@@ -172,7 +173,8 @@ def test_a_second_server_on_the_same_storage_is_refused(
         second = subprocess.run([sys.executable, str(CHILD), str(config)], capture_output=True,
                                 text=True, timeout=TIMEOUT, cwd=REPO, check=False)
         assert second.returncode != 0
-        assert f"is in use by another mediacore process (pid {first.process.pid})" in (
-            second.stderr)
+        assert (f"storage dir {tmp_path / 'var'} is already used by a mediacore process with "
+                f"records.node 'test-node' (pid {first.process.pid}") in second.stderr
+        assert "must each have their own records.node" in second.stderr
     finally:
         first.kill()

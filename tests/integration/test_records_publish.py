@@ -231,7 +231,8 @@ def test_a_record_after_close_still_reaches_the_journal(
         await service.record_cdr(make_cdr("late"))
 
     uvloop.run(scenario())
-    assert [e.data["call_id"] for e in read_entries(journal_dir(tmp_path, "test-node"))] == ["call-late"]
+    assert [e.data["call_id"]
+            for e in read_entries(journal_dir(tmp_path, "test-node"))] == ["call-late"]
     assert "writing it to the journal synchronously" in caplog.text
 
 

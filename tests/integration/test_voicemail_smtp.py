@@ -32,6 +32,7 @@ from aiosmtpd.controller import Controller
 
 from mediacore.calls.voicemail import (
     FAILED_DIRNAME,
+    SENDER_LOCK,
     DeliveryReport,
     VoicemailSender,
     compose,
@@ -214,7 +215,8 @@ class Setup:
         return message, wav
 
     def queued(self) -> list[str]:
-        return sorted(p.name for p in self.spool.glob("*") if p.is_file())
+        return sorted(p.name for p in self.spool.glob("*")
+                      if p.is_file() and p.name != SENDER_LOCK)
 
     def failed(self) -> list[str]:
         return sorted(p.name for p in (self.spool / FAILED_DIRNAME).glob("*"))
