@@ -39,6 +39,11 @@ class DeadlineHeap(Generic[T]):
         self._heap: list[tuple[float, int, T]] = []
         self._sequence = itertools.count()
         self._compact_at = 64
+        # The deadline each item has a live entry for. Most events leave an
+        # item's deadline where it was (a call's is its max_duration for
+        # hours): re-pushing it every time made half the heap stale entries
+        # and a compaction every few hundred messages.
+        self._pushed: dict[T, float] = {}
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -46,16 +51,20 @@ class DeadlineHeap(Generic[T]):
     def schedule(self, item: T) -> None:
         """Note ``item``'s current deadline (call after anything that may move it)."""
         deadline = item.next_deadline()
-        if deadline is not None and not item.done:
-            heapq.heappush(self._heap, (deadline, next(self._sequence), item))
+        if deadline is None or item.done or self._pushed.get(item) == deadline:
+            return
+        self._pushed[item] = deadline
+        heapq.heappush(self._heap, (deadline, next(self._sequence), item))
         if len(self._heap) >= self._compact_at:
             self.compact()
 
     def compact(self) -> None:
         """Drop every stale entry: done items, and deadlines that have moved."""
-        self._heap = [entry for entry in self._heap
-                      if not entry[2].done and entry[2].next_deadline() == entry[0]]
+        # In place: due() may be iterating while its consumer reschedules.
+        self._heap[:] = [entry for entry in self._heap
+                         if not entry[2].done and entry[2].next_deadline() == entry[0]]
         heapq.heapify(self._heap)
+        self._pushed = {item: deadline for deadline, _, item in self._heap}
         self._compact_at = max(64, 2 * len(self._heap))
 
     def next_deadline(self) -> float | None:
@@ -64,13 +73,26 @@ class DeadlineHeap(Generic[T]):
             deadline, _, item = heap[0]
             if not item.done and item.next_deadline() == deadline:
                 return deadline
-            heapq.heappop(heap)
+            self._pop()
         return None
 
     def due(self, now: float) -> Iterator[T]:
-        """Every item whose deadline has come, earliest first, each once per entry."""
+        """Every item whose deadline has come, earliest first, once per deadline.
+
+        An item whose deadline moved away and back has two entries for it;
+        it is yielded for the first only.
+        """
         heap = self._heap
+        yielded: set[tuple[int, float]] = set()
         while heap and heap[0][0] <= now:
-            deadline, _, item = heapq.heappop(heap)
-            if not item.done and item.next_deadline() == deadline:
+            deadline, item = self._pop()
+            if not item.done and item.next_deadline() == deadline \
+                    and (id(item), deadline) not in yielded:
+                yielded.add((id(item), deadline))
                 yield item
+
+    def _pop(self) -> tuple[float, T]:
+        deadline, _, item = heapq.heappop(self._heap)
+        if self._pushed.get(item) == deadline:
+            del self._pushed[item]
+        return deadline, item
