@@ -240,3 +240,51 @@ def test_submit_needs_start(tmp_path: Path, wav: Path) -> None:
     with pytest.raises(RuntimeError, match="start"):
         asyncio.run(sender.submit(make(wav), wav))
     assert wav.exists()
+
+
+# --- one spool per node ------------------------------------------------------------------
+
+
+def test_each_node_has_its_own_spool(tmp_path: Path) -> None:
+    storage = tmp_path / "var"
+    assert spool_dir_for(storage, "core1") == storage / "voicemail-spool" / "core1"
+    for bad in ("", "../x", ".hidden", "a/b"):
+        with pytest.raises(ValueError):
+            spool_dir_for(storage, bad)
+
+
+def test_a_second_sender_on_one_spool_is_refused(tmp_path: Path) -> None:
+    from mediacore.calls.voicemail import SpoolInUse
+
+    spool = spool_dir_for(tmp_path / "var", "core1")
+
+    async def scenario() -> str:
+        first = VoicemailSender(SmtpConfig(), spool)
+        await first.start()
+        try:
+            with pytest.raises(SpoolInUse) as refused:
+                await VoicemailSender(SmtpConfig(), spool).start()
+            other = VoicemailSender(SmtpConfig(), spool_dir_for(tmp_path / "var", "core2"))
+            await other.start()  # another node's spool: fine
+            await other.close()
+        finally:
+            await first.close()
+        again = VoicemailSender(SmtpConfig(), spool)  # released at close
+        await again.start()
+        await again.close()
+        return str(refused.value)
+
+    assert "records.node" in asyncio.run(scenario())
+
+
+def test_a_flat_spool_is_taken_over_by_the_first_node(tmp_path: Path, wav: Path) -> None:
+    from mediacore.calls.voicemail import adopt_flat_spool
+
+    flat = spool_dir_for(tmp_path / "var")
+    job_id = spool_message(flat, make(wav), wav)
+    node_spool = spool_dir_for(tmp_path / "var", "core1")
+    assert adopt_flat_spool(node_spool) == [job_id]
+    assert recover_spool(node_spool) == [job_id]
+    assert (node_spool / f"{job_id}.wav").read_bytes() == AUDIO
+    assert recover_spool(flat) == []
+    assert adopt_flat_spool(spool_dir_for(tmp_path / "var", "core2")) == []
