@@ -24,7 +24,7 @@ from mediacore.calls.b2bua import B2BUA
 from mediacore.calls.call import Call, CallState, LocalContact
 from mediacore.calls.engine_media import EngineMedia
 from mediacore.calls.recording_pump import RecordingPump
-from mediacore.calls.voicemail import VoicemailSender, compose, spool_dir_for
+from mediacore.calls.voicemail import SpoolInUse, VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
 from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
 from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
@@ -56,7 +56,8 @@ class Server:
         self.recording_pump = RecordingPump(self.engine)
         self.prompts = PromptLibrary(config.storage.announcements)
         self.records = RecordsService(config)
-        self.voicemail = VoicemailSender(config.smtp, spool_dir_for(config.storage.dir),
+        self.voicemail = VoicemailSender(config.smtp,
+                                         spool_dir_for(config.storage.dir, config.records.node),
                                          on_delivered=self.records.record_voicemail_delivery)
         self.b2bua: B2BUA | None = None
         self._call_of_session: dict[int, str] = {}
@@ -72,9 +73,10 @@ class Server:
         self._wall_offset = time.time() - self._loop.time()
 
     async def start(self) -> None:
-        # Records first: a storage dir another server owns must stop us before
-        # we take calls whose CDRs we could not keep.
+        # Records and the voicemail spool first: a node another process runs
+        # on this storage dir must stop us before the SIP socket opens.
         await self.records.start()
+        await self.voicemail.start()
         await self.transports.listen(self.config.sip.listen)
         self.b2bua = B2BUA(
             self.config,
@@ -88,7 +90,6 @@ class Server:
         )
         self.engine.start(self._loop, self._on_media_events)
         self.recording_pump.start(self._loop)
-        await self.voicemail.start()
         self._tasks.append(self._loop.create_task(self._watch_inactivity()))
 
     def _local_contact(self) -> LocalContact:
@@ -297,7 +298,7 @@ async def _serve(config: Config, config_path: str | None) -> int:
     server = Server(config)
     try:
         await server.start()
-    except (OSError, RecordsError) as error:
+    except (OSError, RecordsError, SpoolInUse) as error:
         log.error("cannot start: %s", error)
         await server.close()
         return 1

@@ -10,7 +10,6 @@ with a node already running is refused before its SIP socket opens.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import subprocess
@@ -21,21 +20,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from mediacore import app
 from mediacore.records.journal import journal_dir, read_entries
 from tests.support.server import MediacoreServer, free_sip_port
 from tests.support.sipp import call_with_pcap, sipp_in_background
 
-pytestmark = [
-    pytest.mark.integration,
-    # The server must give its voicemail sender the node's spool; until app.py does
-    # (spool_dir_for(config.storage.dir, config.records.node)), the second process is
-    # refused at the flat spool's lock, by design: two senders on one spool could both
-    # deliver, or one's recovery delete the other's half-spooled message.
-    pytest.mark.skipif(
-        "config.records.node" not in inspect.getsource(app.Server.__init__),
-        reason="mediacore/app.py does not pass records.node to spool_dir_for yet"),
-]
+pytestmark = pytest.mark.integration
 
 SERVICE = "+31900123456"
 
