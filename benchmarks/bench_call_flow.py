@@ -106,6 +106,7 @@ class Call:
         self.endpoint = self.h.endpoint
         self.b2bua = self.h.b2bua
         self.n = 0
+        self.ended = 0
         self.now = 0.0
 
     def receive(self, data: bytes, peer: Peer) -> list[Transmit]:
@@ -137,6 +138,10 @@ class Call:
         out = receive(IN_DIALOG % {b"method": b"BYE", b"n": n, b"cseq": 2, b"to": to}, CALLER)
         assert len(out) == 2, out  # 200 to the caller, BYE onward
         assert not receive(target_answer(out[1].data, b"200 OK", n), TARGET)
+        # The server forgets an ended call once its CDR is written; the
+        # Harness would keep them all, and the collector would walk them.
+        self.ended += len(self.h.ended)
+        self.h.ended.clear()
         self.now += 0.004
         if n % 50 == 0:
             self.timers()
@@ -194,7 +199,7 @@ def test_call(benchmark: Any, tmp_path: Path, server_gc: None) -> None:
     for _ in range(200):  # warm the caches the way a running server has them
         call.run()
     benchmark.pedantic(call.run, iterations=50, rounds=40, warmup_rounds=2)
-    assert len(call.h.ended) == call.n and not call.b2bua.calls
+    assert call.ended == call.n and not call.b2bua.calls
 
 
 def test_harness_only(benchmark: Any, tmp_path: Path) -> None:

@@ -157,6 +157,8 @@ def quote_string(text: str) -> str:
     than HTAB, because qdtext cannot carry them raw. CR and LF cannot be
     carried at all (quoted-pair excludes them) and raise ValueError.
     """
+    if '"' not in text and "\\" not in text and text.isprintable():
+        return f'"{text}"'  # nothing to escape (printable: no controls, no CR/LF)
     if "\r" in text or "\n" in text:
         raise ValueError("CR and LF cannot appear in a quoted string")
     out = []
@@ -261,7 +263,9 @@ def _split_checked(text: str) -> Params:
 
 
 def format_params(params: Params) -> str:
-    return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+    if not params:
+        return ""
+    return "".join([f";{n}" if v is None else f";{n}={v}" for n, v in params])
 
 
 def _get_param(params: Params, name: str, default: Any = None) -> Any:
@@ -282,6 +286,8 @@ def _has_param(params: Params, name: str) -> bool:
 
 def _checked_params(params: Params, *, uri: bool) -> Params:
     """Parameters given through the API, as a tuple, if they survive formatting."""
+    if not params:
+        return ()
     params = tuple((str(n), None if v is None else str(v)) for n, v in params)
     text = format_params(params)
     try:
@@ -610,12 +616,29 @@ class AbsoluteURI:
 URI = Union[SipURI, TelURI, AbsoluteURI]  # noqa: UP007 (a runtime alias, also for isinstance)
 
 
+#: Parsed URIs by their text. URIs are immutable, so one object can serve every
+#: message that carries the text: a call repeats its From, To, Contact and
+#: Request-URIs in each of its requests and responses.
+_URIS: dict[str, URI] = {}
+_URIS_MAX = 4096
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI as it appears in a Request-Line or between ``<`` and ``>``.
 
     Raises ParseError (400) for anything that is not a URI, including one
     with whitespace inside (RFC 4475 ``lwsruri``, ``badaspec``).
     """
+    uri = _URIS.get(text) if type(text) is str else None
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_URIS) >= _URIS_MAX:
+            _URIS.clear()  # the calls of the last few seconds fill it again
+        _URIS[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> URI:
     if text.startswith("sip:"):
         return _parse_sip(text, "sip", 4)
     colon = text.find(":")
@@ -792,6 +815,31 @@ def parse_name_addr(text: str, *, name_addr_only: bool = False) -> NameAddr:
     tokens (``baddn``). ``name_addr_only`` refuses the addr-spec form, as
     Route and Record-Route do.
     """
+    address = _NAME_ADDRS.get(text) if type(text) is str else None
+    if address is None:
+        address = _parse_name_addr(text)
+        if address is None:
+            if not name_addr_only:
+                match = _ADDR_SPEC(text)
+                if match is not None:
+                    return NameAddr._new(match.group(1), None, match.group(2))
+            return _parse_name_addr_slow(text.strip(_WS), name_addr_only)
+        if len(_NAME_ADDRS) >= _NAME_ADDRS_MAX:
+            _NAME_ADDRS.clear()
+        _NAME_ADDRS[text] = address
+    return address
+
+
+#: What parse_name_addr() read in the ``<...>`` forms, which either flag accepts,
+#: by text: a call's From, To and Contact come back in each of its messages
+#: (NameAddr, like URIs, is immutable; its URI is parsed once, on first use).
+_NAME_ADDRS: dict[str, NameAddr] = {}
+_NAME_ADDRS_MAX = 4096
+
+
+def _parse_name_addr(text: str) -> NameAddr | None:
+    """The name-addr forms the patterns recognise, or None: addr-spec (which
+    ``name_addr_only`` refuses), LWS around parameters, errors."""
     if text[:1] == "<":
         match = _BRACKETED(text)
         if match is not None:
@@ -818,11 +866,7 @@ def parse_name_addr(text: str, *, name_addr_only: bool = False) -> NameAddr:
         address._ptext = ptext
         address._params = None if ptext else ()
         return address
-    if not name_addr_only:
-        match = _ADDR_SPEC(text)
-        if match is not None:
-            return NameAddr._new(match.group(1), None, match.group(2))
-    return _parse_name_addr_slow(text.strip(_WS), name_addr_only)
+    return None
 
 
 def _parse_name_addr_slow(s: str, name_addr_only: bool) -> NameAddr:
