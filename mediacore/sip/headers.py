@@ -409,7 +409,21 @@ class ContentType(NamedTuple):
         return f"{self.type}/{self.subtype}{format_params(self.params)}"
 
 
+#: Content-Type values by text ("application/sdp" on nearly every INVITE and 2xx).
+_CONTENT_TYPES: dict[str, ContentType] = {}
+
+
 def parse_content_type(value: str) -> ContentType:
+    content_type = _CONTENT_TYPES.get(value) if type(value) is str else None
+    if content_type is None:
+        content_type = _parse_content_type(value)
+        if len(_CONTENT_TYPES) >= 256:
+            _CONTENT_TYPES.clear()
+        _CONTENT_TYPES[value] = content_type
+    return content_type
+
+
+def _parse_content_type(value: str) -> ContentType:
     semi = value.find(";")
     media = value if semi < 0 else value[:semi]
     mtype, slash, subtype = media.partition("/")

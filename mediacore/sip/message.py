@@ -472,6 +472,9 @@ class Message:
     @property
     def top_via(self) -> Via | None:
         """The first Via value (the one that addresses the response), or None."""
+        result = self.headers._cache.get("via")  # the common case, without a call
+        if result is not None:
+            return result  # type: ignore[no-any-return]
         return self._cached("via", "Via", parse_vias)
 
     @property
@@ -502,18 +505,30 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
+        result = self.headers._cache.get("cseq")
+        if result is not None:
+            return result  # type: ignore[no-any-return]
         return self._cached("cseq", "CSeq", parse_cseq, required=True)
 
     @property
     def call_id(self) -> str:
+        result = self.headers._cache.get("call-id")
+        if result is not None:
+            return result  # type: ignore[no-any-return]
         return self._cached("call-id", "Call-ID", _check_call_id, required=True)
 
     @property
     def from_(self) -> NameAddr:
+        result = self.headers._cache.get("from")
+        if result is not None:
+            return result  # type: ignore[no-any-return]
         return self._cached("from", "From", parse_name_addr, required=True)
 
     @property
     def to(self) -> NameAddr:
+        result = self.headers._cache.get("to")
+        if result is not None:
+            return result  # type: ignore[no-any-return]
         return self._cached("to", "To", parse_name_addr, required=True)
 
     @property
@@ -888,6 +903,9 @@ def _parse_lines(
     hot = eager.append
     names = _NAMES
     ws = _WS
+    # The lookup index (Headers._build_index) too, while we are at it: every
+    # message is looked up (check_request, the transaction and dialog layers).
+    index: dict[str, list[str]] = {}
     for line in lines[1:]:
         raw, colon, value = line.partition(":")
         entry = names.get(raw)
@@ -900,6 +918,11 @@ def _parse_lines(
         name, key, now = entry
         value = value.strip(ws)
         append((name, value, key))
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
         if now:
             hot((key, value))
 
@@ -968,7 +991,7 @@ def _parse_lines(
     headers = message.headers = object.__new__(Headers)
     headers._items = items
     headers._cache = cache
-    headers._index = None
+    headers._index = index
     message.body = body
     return message
 

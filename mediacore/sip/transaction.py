@@ -78,6 +78,17 @@ class State(Enum):
     TERMINATED = "terminated"
 
 
+# The members as module globals: ``State.X`` goes through the enum metaclass on
+# every read, several times per message in the state machines below.
+_CALLING = State.CALLING
+_TRYING = State.TRYING
+_PROCEEDING = State.PROCEEDING
+_ACCEPTED = State.ACCEPTED
+_COMPLETED = State.COMPLETED
+_CONFIRMED = State.CONFIRMED
+_TERMINATED = State.TERMINATED
+
+
 # --- matching keys -------------------------------------------------------------
 
 
@@ -140,7 +151,7 @@ class Transaction:
     destination: Any
     reliable: bool
     timers: SipTimers
-    state: State = State.TRYING
+    state: State = _TRYING
     deadlines: dict[str, float] = field(default_factory=dict)
     key: Hashable = None
 
@@ -150,12 +161,13 @@ class Transaction:
 
     @property
     def terminated(self) -> bool:
-        return self.state is State.TERMINATED
+        return self.state is _TERMINATED
 
     done = terminated
 
     def next_deadline(self) -> float | None:
-        return min(self.deadlines.values(), default=None)
+        deadlines = self.deadlines
+        return min(deadlines.values()) if deadlines else None
 
     def handle_timer(self, now: float) -> list[Action]:
         """Fire every timer due at ``now``, earliest first."""
@@ -175,7 +187,7 @@ class Transaction:
         self.deadlines[name] = now + delay
 
     def _terminate(self) -> None:
-        self.state = State.TERMINATED
+        self.state = _TERMINATED
         self.deadlines.clear()
 
     def _linger(self, name: str, now: float, delay: float) -> None:
@@ -198,7 +210,7 @@ class ClientInviteTransaction(ClientTransaction):
     """17.1.1, with RFC 6026's Accepted state."""
 
     def start(self, now: float) -> list[Action]:
-        self.state = State.CALLING
+        self.state = _CALLING
         self.interval = self.timers.t1
         if not self.reliable:
             self._set("A", now, self.interval)
@@ -207,32 +219,32 @@ class ClientInviteTransaction(ClientTransaction):
 
     def receive_response(self, response: sip.Response, now: float) -> list[Action]:
         status = response.status
-        if self.state in (State.CALLING, State.PROCEEDING):
+        if self.state in (_CALLING, _PROCEEDING):
             self.last_response = response
             if status < 200:
-                self.state = State.PROCEEDING
+                self.state = _PROCEEDING
                 self.deadlines.pop("A", None)
                 self.deadlines.pop("B", None)
                 return [Deliver(response, self)]
             if status < 300:
-                self.state = State.ACCEPTED
+                self.state = _ACCEPTED
                 self.deadlines.clear()
                 self._set("M", now, 64 * self.timers.t1)
                 return [Deliver(response, self)]
-            self.state = State.COMPLETED
+            self.state = _COMPLETED
             self.deadlines.clear()
             self._linger("D", now, 32.0)
             return [Send(self._ack_for(response), self.destination), Deliver(response, self)]
-        if self.state is State.ACCEPTED and 200 <= status < 300:
+        if self.state is _ACCEPTED and 200 <= status < 300:
             return [Deliver(response, self)]  # a 2xx retransmission: the TU ACKs again
-        if self.state is State.COMPLETED and status >= 300:
+        if self.state is _COMPLETED and status >= 300:
             return [Send(self._ack_for(response), self.destination)]
         return []
 
     def cancel_sent(self, now: float) -> None:
         """A CANCEL went out for this INVITE: if no final response comes within
         64*T1, the transaction is over (RFC 3261 9.1), whatever the target does."""
-        if self.state in (State.CALLING, State.PROCEEDING):
+        if self.state in (_CALLING, _PROCEEDING):
             self._set("cancel", now, 64 * self.timers.t1)
 
     def _ack_for(self, response: sip.Response) -> sip.Request:
@@ -240,14 +252,14 @@ class ClientInviteTransaction(ClientTransaction):
         return sip.make_ack_for_non_2xx(self.request, response)
 
     def _fire(self, name: str, now: float) -> list[Action]:
-        if name == "A" and self.state is State.CALLING:
+        if name == "A" and self.state is _CALLING:
             self.interval *= 2
             self._set("A", now, self.interval)
             return [Send(self.request, self.destination)]
-        if name == "B" and self.state is State.CALLING:
+        if name == "B" and self.state is _CALLING:
             self._terminate()
             return [Timeout(self, "B")]
-        if name == "cancel" and self.state in (State.CALLING, State.PROCEEDING):
+        if name == "cancel" and self.state in (_CALLING, _PROCEEDING):
             self._terminate()
             return [Timeout(self, "B")]
         if name in ("D", "M"):
@@ -259,7 +271,7 @@ class ClientNonInviteTransaction(ClientTransaction):
     """17.1.2."""
 
     def start(self, now: float) -> list[Action]:
-        self.state = State.TRYING
+        self.state = _TRYING
         self.interval = self.timers.t1
         if not self.reliable:
             self._set("E", now, self.interval)
@@ -267,20 +279,20 @@ class ClientNonInviteTransaction(ClientTransaction):
         return [Send(self.request, self.destination)]
 
     def receive_response(self, response: sip.Response, now: float) -> list[Action]:
-        if self.state not in (State.TRYING, State.PROCEEDING):
+        if self.state not in (_TRYING, _PROCEEDING):
             return []  # Completed absorbs retransmitted finals
         self.last_response = response
         if response.status < 200:
-            self.state = State.PROCEEDING
+            self.state = _PROCEEDING
             return [Deliver(response, self)]
-        self.state = State.COMPLETED
+        self.state = _COMPLETED
         self.deadlines.clear()
         self._linger("K", now, self.timers.t4)
         return [Deliver(response, self)]
 
     def _fire(self, name: str, now: float) -> list[Action]:
-        if name == "E" and self.state in (State.TRYING, State.PROCEEDING):
-            if self.state is State.TRYING:
+        if name == "E" and self.state in (_TRYING, _PROCEEDING):
+            if self.state is _TRYING:
                 self.interval = min(2 * self.interval, self.timers.t2)
             else:
                 self.interval = self.timers.t2
@@ -327,36 +339,36 @@ class ServerInviteTransaction(ServerTransaction):
 
     @property
     def awaiting_ack(self) -> bool:
-        return self.state is State.ACCEPTED and not self.acked
+        return self.state is _ACCEPTED and not self.acked
 
     def start(self, now: float) -> list[Action]:
-        self.state = State.PROCEEDING
+        self.state = _PROCEEDING
         return [Deliver(self.request, self)]
 
     def receive_request(self, request: sip.Request, now: float) -> list[Action]:
         if request.method == "ACK":
-            if self.state is State.COMPLETED:
-                self.state = State.CONFIRMED
+            if self.state is _COMPLETED:
+                self.state = _CONFIRMED
                 self.deadlines.clear()
                 self._linger("I", now, self.timers.t4)
                 return []  # an ACK for a non-2xx ends here (17.2.1)
-            if self.state is State.ACCEPTED and not self.acked:
+            if self.state is _ACCEPTED and not self.acked:
                 self.acked = True
                 self.deadlines.pop("G2xx", None)
                 return [Deliver(request, self)]
             return []  # an ACK retransmission
         # A retransmitted INVITE: answer it with what we last said.
-        if self.state in (State.PROCEEDING, State.COMPLETED, State.ACCEPTED):
+        if self.state in (_PROCEEDING, _COMPLETED, _ACCEPTED):
             return self._resend_last()
         return []
 
     def send_response(self, response: sip.Response, now: float) -> list[Action]:
-        if self.state not in (State.PROCEEDING, State.ACCEPTED):
+        if self.state not in (_PROCEEDING, _ACCEPTED):
             raise TransactionStateError(f"cannot send {response.status} in state "
                                         f"{self.state.value}")
         self.last_response = response
         status = response.status
-        if self.state is State.ACCEPTED:
+        if self.state is _ACCEPTED:
             if not 200 <= status < 300:
                 raise TransactionStateError("only 2xx may follow a 2xx")
             return [Send(response, self.destination)]
@@ -364,13 +376,13 @@ class ServerInviteTransaction(ServerTransaction):
             return [Send(response, self.destination)]
         self._release_request()
         if status < 300:
-            self.state = State.ACCEPTED
+            self.state = _ACCEPTED
             self.interval = self.timers.t1
             if not self.reliable:
                 self._set("G2xx", now, self.interval)
             self._set("L", now, 64 * self.timers.t1)
             return [Send(response, self.destination)]
-        self.state = State.COMPLETED
+        self.state = _COMPLETED
         self.interval = self.timers.t1
         if not self.reliable:
             self._set("G", now, self.interval)
@@ -382,7 +394,7 @@ class ServerInviteTransaction(ServerTransaction):
             self.interval = min(2 * self.interval, self.timers.t2)
             self._set(name, now, self.interval)
             return self._resend_last()
-        if name == "H" and self.state is State.COMPLETED:
+        if name == "H" and self.state is _COMPLETED:
             self._terminate()
             return [Timeout(self, "H")]
         if name == "L":
@@ -397,23 +409,23 @@ class ServerNonInviteTransaction(ServerTransaction):
     """17.2.2."""
 
     def start(self, now: float) -> list[Action]:
-        self.state = State.TRYING
+        self.state = _TRYING
         return [Deliver(self.request, self)]
 
     def receive_request(self, request: sip.Request, now: float) -> list[Action]:
-        if self.state in (State.PROCEEDING, State.COMPLETED):
+        if self.state in (_PROCEEDING, _COMPLETED):
             return self._resend_last()
         return []  # Trying: absorbed until the TU answers
 
     def send_response(self, response: sip.Response, now: float) -> list[Action]:
-        if self.state not in (State.TRYING, State.PROCEEDING):
+        if self.state not in (_TRYING, _PROCEEDING):
             raise TransactionStateError(f"cannot send {response.status} in state "
                                         f"{self.state.value}")
         self.last_response = response
         if response.status < 200:
-            self.state = State.PROCEEDING
+            self.state = _PROCEEDING
         else:
-            self.state = State.COMPLETED
+            self.state = _COMPLETED
             self._release_request()
             self._linger("J", now, 64 * self.timers.t1)
         return [Send(response, self.destination)]
