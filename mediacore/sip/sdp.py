@@ -654,7 +654,7 @@ def parse(data: bytes | bytearray | memoryview | str) -> SessionDescription:
                     number,
                 )
             if kind == "c":
-                Connection.parse(value, number)
+                _check_connection(value, number)
             media.lines.append((kind, value))
     if not session:
         raise SdpError("SDP is empty (expected v=0)", 1)
@@ -688,13 +688,26 @@ def _check_session_line(kind: str, value: str, number: int, seen: set[str]) -> N
         if value != "0":
             raise SdpError(f"unsupported SDP version {value!r} (only v=0 exists)", number)
     elif kind == "o":
-        Origin.parse(value, number)
+        _check_origin(value, number)
     elif kind == "c":
-        Connection.parse(value, number)
+        _check_connection(value, number)
     elif kind == "t":
         parts = value.split()
         if len(parts) != 2 or not all(_is_digits(p) for p in parts):
             raise SdpError(f"bad t= line {_show(value)}: expected '<start> <stop>'", number)
+
+
+def _check_origin(value: str, number: int) -> None:
+    """What Origin.parse refuses, without building the Origin."""
+    parts = value.split()
+    if len(parts) != 6 or not (_is_digits(parts[1]) and _is_digits(parts[2])):
+        Origin.parse(value, number)  # raises, with the reason
+
+
+def _check_connection(value: str, number: int) -> None:
+    """What Connection.parse refuses, without building the Connection."""
+    if len(value.split()) != 3:
+        Connection.parse(value, number)  # raises, with the reason
 
 
 def _check_session(seen: set[str], number: int, where: str) -> None:
