@@ -297,19 +297,31 @@ def _parse_via_slow(text: str) -> Via:
     return Via._new(protocol, transport.upper(), host, port, "", params)
 
 
+#: Via lines already read, by text: ours comes back in every response of its
+#: transaction (and is checked when we build the request, and read again to
+#: match it). Via, like the URIs, is immutable.
+_VIAS: dict[str, Via] = {}
+
+
 def parse_vias(value: str) -> Via:
     """Check every via-parm of a Via line; return the first.
 
     The first is parsed whole (it addresses the response); the others are
     only validated, by the pattern where they fit it.
     """
-    if "," not in value:
-        return parse_via(value)
-    parts = split_list(value)
-    top = parse_via(_non_empty(parts[0], "Via"))
-    for part in parts[1:]:
-        check_via(part)
-    return top
+    via = _VIAS.get(value) if type(value) is str else None
+    if via is None:
+        if "," not in value:
+            via = parse_via(value)
+        else:
+            parts = split_list(value)
+            via = parse_via(_non_empty(parts[0], "Via"))
+            for part in parts[1:]:
+                check_via(part)
+        if len(_VIAS) >= 4096:
+            _VIAS.clear()
+        _VIAS[value] = via
+    return via
 
 
 def check_via(text: str) -> None:

@@ -67,7 +67,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 from mediacore.sip.headers import (
@@ -1134,9 +1133,6 @@ def message_length(buffer: bytes | bytearray, limits: ParserLimits = DEFAULT_LIM
 # --- serialising -------------------------------------------------------------------------
 
 
-_KEY_OF = itemgetter(2)
-
-
 def serialize(message: Message) -> bytes:
     """The wire form of ``message``, with a Content-Length that matches its body."""
     if isinstance(message, Request):
@@ -1151,13 +1147,8 @@ def serialize(message: Message) -> bytes:
     else:
         raise TypeError(f"not a SIP message: {message!r}")
     body = message.body
-    items = message.headers._items
-    if "content-length" not in map(_KEY_OF, items):  # what we build has none
-        lines += [f"{name}: {value}" for name, value, _ in items]
-        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
     length_written = False
-    for name, value, key in items:
+    for name, value, key in message.headers._items:
         if key == "content-length":
             if length_written:
                 continue
