@@ -160,13 +160,7 @@ class Connection:
         with IPv6, but nothing can be sent to ``::`` either, so treating it
         the same is the only safe reading.
         """
-        host = self.host
-        if host == "0.0.0.0":
-            return True
-        try:
-            return ":" in host and ipaddress.ip_address(host).is_unspecified
-        except ValueError:  # a host name, or something only the peer understands
-            return False
+        return _is_unspecified(self.host)
 
     def __str__(self) -> str:
         return f"{self.nettype} {self.addrtype} {self.address}"
@@ -327,7 +321,7 @@ class _Lines:
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``; None for a flag, ``default`` when absent."""
         for kind, value in self.lines:
-            if kind == "a":
+            if kind == "a" and value.startswith(name):  # cheap test first
                 attr, attr_value = _split_attribute(value)
                 if attr == name:
                     return attr_value
@@ -710,6 +704,23 @@ def _check_connection(value: str, number: int) -> None:
         Connection.parse(value, number)  # raises, with the reason
 
 
+def _is_unspecified(host: str) -> bool:
+    if host == "0.0.0.0":
+        return True
+    try:
+        return ":" in host and ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name, or something only the peer understands
+        return False
+
+
+def _connection_host(value: str) -> str:
+    """``Connection.parse(value).host`` without building the Connection."""
+    parts = value.split()
+    if len(parts) != 3:
+        Connection.parse(value)  # raises, with the reason
+    return parts[2].split("/", 1)[0]
+
+
 def _check_session(seen: set[str], number: int, where: str) -> None:
     for kind in "ost":
         if kind not in seen:
@@ -842,7 +853,7 @@ def effective_direction(sdp: SessionDescription, media: MediaDescription) -> str
     """
     direction = media._own_direction() or sdp._own_direction() or "sendrecv"
     value = media._first("c") or sdp._first("c")
-    if value is not None and Connection.parse(value).is_unspecified:
+    if value is not None and _is_unspecified(_connection_host(value)):
         return _NO_RECEIVE[direction]
     return direction
 
@@ -878,7 +889,7 @@ def peer_media(sdp: SessionDescription, media_index: int | None = None) -> PeerM
     value = media._first("c") or sdp._first("c")
     if value is None:
         return None
-    address = Connection.parse(value).host
+    address = _connection_host(value)
     rtcp_address, rtcp_port = address, media.port + 1
     rtcp = (media.get("rtcp") or "").split()
     if rtcp and _is_digits(rtcp[0]) and 0 < int(rtcp[0]) <= 65535:
@@ -1042,7 +1053,7 @@ def rewrite_connection(
     for media, port in zip(out.media, ports, strict=True):
         if media.port != 0:
             value = media._first("c") or out._first("c")
-            if value is not None and Connection.parse(value).is_unspecified:
+            if value is not None and _is_unspecified(_connection_host(value)):
                 media.direction = effective_direction(out, media)
             media.port = port
             media.port_count = 1
