@@ -394,7 +394,8 @@ def _check_item(name: str, value: str) -> Item:
     value = value.strip(_WS)
     # Received values carry undecodable bytes as surrogate escapes; other
     # lone surrogates have no bytes to become and are refused here.
-    value.encode("utf-8", "surrogateescape")
+    if not value.isascii():
+        value.encode("utf-8", "surrogateescape")
     key = header_key(name)
     validator = _VALIDATORS.get(key)
     if validator is not None:
@@ -774,7 +775,8 @@ class Response(Message):
             reason = REASON_PHRASES.get(status, "")
         if "\r" in reason or "\n" in reason:
             raise ValueError("reason phrase has CR or LF")
-        reason.encode("utf-8", "surrogateescape")
+        if not reason.isascii():
+            reason.encode("utf-8", "surrogateescape")
         if version != SIP_VERSION:
             raise ValueError(f"we speak {SIP_VERSION}, not {version!r}")
         self.status = status
