@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from mediacore.config import SipConfig
 from mediacore.sip import message as sip
 from mediacore.sip.dialog import new_tag
+from mediacore.sip.headers import _VIA as _VIA_PATTERN
 from mediacore.sip.headers import Via, parse_via
 from mediacore.sip.transaction import (
     Action,
@@ -126,15 +127,20 @@ def stamp_via(request: sip.Request, source: Peer) -> None:
     params = [(name, value) for name, value in via.params
               if name.lower() not in ("received", "rport")]
     params.append(("received", source.host))
+    rport = str(source.port)
     if wants_rport:
-        params.append(("rport", str(source.port)))
+        params.append(("rport", rport))
     stamped = Via._new(via.protocol, via.transport, via.host, via.port, "", tuple(params))
     text = str(stamped)
-    try:
-        parse_via(text)  # what Via() checks: it must read back
-    except sip.ParseError:
-        _stamp_via_slowly(request, params)  # raises ValueError, as it always did
-        return
+    # What Via() checks: it must read back. Everything but received and rport
+    # was read from the request already, so parse_via's pattern is enough
+    # when it fits and rport is a number (the one check parse_via adds).
+    if _VIA_PATTERN(text) is None or not (rport.isascii() and rport.isdigit()):
+        try:
+            parse_via(text)
+        except sip.ParseError:
+            _stamp_via_slowly(request, params)  # raises ValueError, as it always did
+            return
     headers = request.headers
     lines = headers._values("via")
     first = lines[0]
