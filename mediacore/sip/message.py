@@ -1337,12 +1337,17 @@ def _well_formed(message: Message) -> str | None:
         message.to.uri  # noqa: B018
         message.cseq  # noqa: B018
         message.call_id  # noqa: B018
-        for contact in message.contacts:
-            contact.uri  # noqa: B018
-        for route in message.record_routes:
-            route.uri  # noqa: B018
-        message.max_forwards  # noqa: B018
-        message.content_type  # noqa: B018
+        # The optional ones only when present: absent, there is nothing to check.
+        if "contact" in index:
+            for contact in message.contacts:
+                contact.uri  # noqa: B018
+        if "record-route" in index:
+            for route in message.record_routes:
+                route.uri  # noqa: B018
+        if "max-forwards" in index:
+            message.max_forwards  # noqa: B018
+        if "content-type" in index:
+            message.content_type  # noqa: B018
     except ParseError as error:
         return error.reason
     return None
