@@ -51,15 +51,17 @@ TARGET_SDP = (
     b"a=fmtp:101 0-15\r\n"
 )
 
-# What SIPp's load caller sends; %(n)d is the call number.
+# What SIPp's load caller sends; %(n)d is the call number. Unlike SIPp, every
+# call comes from another number, as on a trunk: nothing the server keeps by
+# text (parsed URIs, name-addrs) is reused from one call to the next.
 INVITE = (
     b"INVITE sip:" + SERVICE.encode() + b"@127.0.0.1:5060 SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4242-%(n)d-0;rport\r\n"
-    b'From: "+31612345678" <sip:+31612345678@127.0.0.1:5070>;tag=4242SIPpTag00%(n)d\r\n'
+    b'From: "+316%(n)08d" <sip:+316%(n)08d@127.0.0.1:5070>;tag=4242SIPpTag00%(n)d\r\n'
     b"To: <sip:" + SERVICE.encode() + b"@127.0.0.1:5060>\r\n"
     b"Call-ID: %(n)d-4242@127.0.0.1\r\n"
     b"CSeq: 1 INVITE\r\n"
-    b"Contact: <sip:+31612345678@127.0.0.1:5070;transport=UDP>\r\n"
+    b"Contact: <sip:+316%(n)08d@127.0.0.1:5070;transport=UDP>\r\n"
     b"Max-Forwards: 70\r\n"
     b"Content-Type: application/sdp\r\n"
     b"Content-Length: " + str(len(CALLER_SDP)).encode() + b"\r\n\r\n" + CALLER_SDP
@@ -67,11 +69,11 @@ INVITE = (
 IN_DIALOG = (
     b"%(method)s sip:" + SERVICE.encode() + b"@127.0.0.1:5060 SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4242-%(n)d-%(cseq)d;rport\r\n"
-    b'From: "+31612345678" <sip:+31612345678@127.0.0.1:5070>;tag=4242SIPpTag00%(n)d\r\n'
+    b'From: "+316%(n)08d" <sip:+316%(n)08d@127.0.0.1:5070>;tag=4242SIPpTag00%(n)d\r\n'
     b"%(to)s\r\n"
     b"Call-ID: %(n)d-4242@127.0.0.1\r\n"
     b"CSeq: %(cseq)d %(method)s\r\n"
-    b"Contact: <sip:+31612345678@127.0.0.1:5070;transport=UDP>\r\n"
+    b"Contact: <sip:+316%(n)08d@127.0.0.1:5070;transport=UDP>\r\n"
     b"Max-Forwards: 70\r\n"
     b"Content-Length: 0\r\n\r\n"
 )
