@@ -22,6 +22,7 @@ from mediacore.sip.uri import (
     _PORT,
     _TOKEN,
     _WS,
+    MAX_KEPT,
     TOKEN_CHARS,
     LazyParams,
     NameAddr,
@@ -297,9 +298,9 @@ def _parse_via_slow(text: str) -> Via:
     return Via._new(protocol, transport.upper(), host, port, "", params)
 
 
-#: Via lines already read, by text: ours comes back in every response of its
-#: transaction (and is checked when we build the request, and read again to
-#: match it). Via, like the URIs, is immutable.
+#: Via lines already read, by text (up to MAX_KEPT characters): ours comes
+#: back in every response of its transaction (and is checked when we build
+#: the request, and read again to match it). Via, like the URIs, is immutable.
 _VIAS: dict[str, Via] = {}
 
 
@@ -318,9 +319,10 @@ def parse_vias(value: str) -> Via:
             via = parse_via(_non_empty(parts[0], "Via"))
             for part in parts[1:]:
                 check_via(part)
-        if len(_VIAS) >= 4096:
-            _VIAS.clear()
-        _VIAS[value] = via
+        if len(value) <= MAX_KEPT:
+            if len(_VIAS) >= 4096:
+                _VIAS.clear()
+            _VIAS[value] = via
     return via
 
 
@@ -380,7 +382,7 @@ def parse_cseq(value: str) -> CSeq:
             cseq = _new_tuple(CSeq, (number, method))
             if len(_CSEQS) >= 1024:
                 _CSEQS.clear()
-            _CSEQS[value] = cseq
+            _CSEQS[value] = cseq  # (at most 10 digits and a method: short)
             return cseq  # type: ignore[no-any-return]
     words = value.split()
     if len(words) != 2:
@@ -429,9 +431,10 @@ def parse_content_type(value: str) -> ContentType:
     content_type = _CONTENT_TYPES.get(value) if type(value) is str else None
     if content_type is None:
         content_type = _parse_content_type(value)
-        if len(_CONTENT_TYPES) >= 256:
-            _CONTENT_TYPES.clear()
-        _CONTENT_TYPES[value] = content_type
+        if len(value) <= MAX_KEPT:
+            if len(_CONTENT_TYPES) >= 256:
+                _CONTENT_TYPES.clear()
+            _CONTENT_TYPES[value] = content_type
     return content_type
 
 

@@ -89,6 +89,7 @@ from mediacore.sip.headers import (
 )
 from mediacore.sip.uri import (
     _WS,
+    MAX_KEPT,
     TOKEN_CHARS,
     URI,
     AbsoluteURI,
@@ -377,9 +378,10 @@ def _checked_item(name: str, value: str) -> Item:
         item = _CHECKED.get((name, value))
         if item is None:
             item = _check_item(name, value)
-            if len(_CHECKED) >= _CHECKED_MAX:
-                _CHECKED.clear()  # per-call values (tags, branches) pass through
-            _CHECKED[(name, value)] = item
+            if len(value) <= MAX_KEPT:
+                if len(_CHECKED) >= _CHECKED_MAX:
+                    _CHECKED.clear()  # per-call values (tags, branches) pass through
+                _CHECKED[(name, value)] = item
         return item
     return _check_item(name, value)
 

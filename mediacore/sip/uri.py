@@ -616,6 +616,11 @@ class AbsoluteURI:
 URI = Union[SipURI, TelURI, AbsoluteURI]  # noqa: UP007 (a runtime alias, also for isinstance)
 
 
+#: The longest text the parse caches below (and in headers.py and message.py)
+#: keep: real values are far shorter, and a sender of 8 KB ones must not make
+#: us hold thousands of them.
+MAX_KEPT = 512
+
 #: Parsed URIs by their text. URIs are immutable, so one object can serve every
 #: message that carries the text: a call repeats its From, To, Contact and
 #: Request-URIs in each of its requests and responses.
@@ -632,9 +637,10 @@ def parse_uri(text: str) -> URI:
     uri = _URIS.get(text) if type(text) is str else None
     if uri is None:
         uri = _parse_uri(text)
-        if len(_URIS) >= _URIS_MAX:
-            _URIS.clear()  # the calls of the last few seconds fill it again
-        _URIS[text] = uri
+        if len(text) <= MAX_KEPT:
+            if len(_URIS) >= _URIS_MAX:
+                _URIS.clear()  # the calls of the last few seconds fill it again
+            _URIS[text] = uri
     return uri
 
 
@@ -824,9 +830,10 @@ def parse_name_addr(text: str, *, name_addr_only: bool = False) -> NameAddr:
                 if match is not None:
                     return NameAddr._new(match.group(1), None, match.group(2))
             return _parse_name_addr_slow(text.strip(_WS), name_addr_only)
-        if len(_NAME_ADDRS) >= _NAME_ADDRS_MAX:
-            _NAME_ADDRS.clear()
-        _NAME_ADDRS[text] = address
+        if len(text) <= MAX_KEPT:
+            if len(_NAME_ADDRS) >= _NAME_ADDRS_MAX:
+                _NAME_ADDRS.clear()
+            _NAME_ADDRS[text] = address
     return address
 
 
