@@ -150,14 +150,7 @@ def stamp_via(request: sip.Request, source: Peer) -> None:
         first = ", ".join(parts)
     else:
         first = text
-    # As headers.remove("via") and add("Via", line, first=True) for each line did
-    # (the lines were checked when parsed or added): every Via line goes last,
-    # in order, the stamped one first.
-    items = [item for item in headers._items if item[2] != "via"]
-    items.append(("Via", first, "via"))
-    items += [("Via", line, "via") for line in lines[1:]]
-    headers._items = items
-    headers._forget("via")
+    _replace_first_via(headers, first)  # the other lines were checked when parsed
     headers._cache["via"] = stamped
 
 
@@ -165,12 +158,21 @@ def _stamp_via_slowly(request: sip.Request, params: list[tuple[str, str | None]]
     via = request.top_via
     assert via is not None
     stamped = Via(via.transport, via.host, via.port, tuple(params), protocol=via.protocol)
-    lines = request.headers.get_lines("via")
-    first = split_list(lines[0])
+    headers = request.headers
+    first = split_list(headers.get_lines("via")[0])
     first[0] = str(stamped)
-    request.headers.remove("via")
-    for line in reversed([", ".join(first), *lines[1:]]):
-        request.headers.add("Via", line, first=True)
+    _replace_first_via(headers, ", ".join(first))
+    headers._cache["via"] = stamped
+
+
+def _replace_first_via(headers: sip.Headers, line: str) -> None:
+    """Put ``line`` in place of the first Via line, where it stands: responses
+    copy the Vias in the order and place the request had them."""
+    items = list(headers._items)
+    at = next(i for i, item in enumerate(items) if item[2] == "via")
+    items[at] = (items[at][0], line, "via")
+    headers._items = items
+    headers._forget("via")
 
 
 class SipEndpoint:

@@ -50,3 +50,16 @@ def test_stamp_via_matches_the_validating_way(via: str, source: Peer) -> None:
     assert sip.serialize(fast) == sip.serialize(slow)
     assert fast.top_via == slow.top_via and fast.vias == slow.vias
     assert sip.parse(sip.serialize(fast)) == fast
+
+
+def test_the_stamped_via_stays_where_the_request_had_it() -> None:
+    """Responses copy the request's Vias in place: stamping must not move them
+    behind CSeq (SIPp and most UAs do not care, header-order-sensitive
+    equipment and humans reading traces do)."""
+    message = request("Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKa;rport")
+    stamp_via(message, SOURCE)
+    text = sip.serialize(message).decode()
+    assert text.splitlines()[1] == ("Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKa;"
+                                    "received=192.0.2.7;rport=5071")
+    response = sip.serialize(sip.make_response(message, 200)).decode()
+    assert response.splitlines()[1].startswith("Via: SIP/2.0/UDP 198.51.100.1:5060")
