@@ -316,9 +316,9 @@ async def _serve(config: Config, config_path: str | None) -> int:
     return 0
 
 
-def serve(config_path: str | None) -> int:
+def serve(config_path: str | None, log_level: str = "info") -> int:
     """``mediacore serve``: validate the config, then run until SIGTERM/SIGINT."""
-    configure_logging()
+    configure_logging(getattr(logging, log_level.upper()))
     try:
         if config_path is None:
             # The bundled example keeps its storage under the working directory.

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", metavar="FILE",
         help="TOML config file (default: the bundled example config on 127.0.0.1)",
     )
+    serve.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info",
+        help="info (default): a line when a call comes in and one when it ends (its CDR), "
+             "plus every failover, rejection and error; debug: every step of every call, "
+             "for tracing a problem (costs CPU under load)",
+    )
 
     check = commands.add_parser(
         "check-config",
@@ -269,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from mediacore.app import serve
 
-        return serve(args.config)
+        return serve(args.config, log_level=args.log_level)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "cdr":

@@ -397,7 +397,7 @@ class Call:
         self.answered_at = now
         self.delivered_to = leg.target
         self.state = CallState.ANSWERING
-        self._log("target %d answered; bridged", self.target_index + 1)
+        self._debug("target %d answered; bridged", self.target_index + 1)
         outputs: list[Output] = [self._ack(leg)]
         outputs += self._answer_caller(200, now, body=self.answer_sdp)
         self.deadlines["max_duration"] = now + self.number.max_duration
@@ -697,7 +697,7 @@ class Call:
             other = self.caller_dialog
         outputs = self._bye(other, now)
         who = "caller" if side is Side.CALLER else "callee"
-        self._log("%s hung up", who)
+        self._debug("%s hung up", who)
         return outputs + self._end(now, disposition="answered", status=200, hangup_by=who)
 
     def _bye(self, dialog: Dialog | None, now: float) -> list[Output]:
@@ -817,8 +817,9 @@ class Call:
         log.info(f"call {self.id}: {text}", *args)
 
     def _debug(self, text: str, *args: object) -> None:
-        """A routine step every call takes: at INFO, six such lines per call cost
-        a sixth of the server's CPU at 250 calls/s (benchmarks/RESULTS.md)."""
+        """A routine step every call takes. At INFO, eight lines per call cost a
+        sixth of the server's CPU at 250 calls/s, four still a tenth at 350
+        (benchmarks/RESULTS.md): INFO keeps the INVITE and the CDR."""
         if log.isEnabledFor(logging.DEBUG):
             log.debug(f"call {self.id}: {text}", *args)
 

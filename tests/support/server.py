@@ -53,7 +53,8 @@ class MediacoreServer:
     def start(self, timeout: float = 20.0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mediacore", "serve", "-c", str(self.config_path)],
+            [sys.executable, "-m", "mediacore", "serve", "-c", str(self.config_path),
+             "--log-level", "debug"],  # tests follow every step of a call
             cwd=self.workdir, env=env, text=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )

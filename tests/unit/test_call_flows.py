@@ -595,3 +595,24 @@ def test_ended_calls_leave_no_index_entries_behind(tmp_path: Path) -> None:
     b2bua = h.b2bua
     assert (b2bua.calls, b2bua._by_invite, b2bua._by_dialog, b2bua._by_client,
             b2bua._by_relay, b2bua._entries) == ({}, {}, {}, {}, {}, {})
+
+
+def test_at_info_a_routine_call_logs_its_start_only_and_failovers_are_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """INFO is for operators under load: the INVITE line here and the CDR line
+    the server adds; the steps of a call that went as expected are DEBUG."""
+    h = Harness(tmp_path)
+    with caplog.at_level("INFO", logger="mediacore"):
+        _, ok = ring_and_answer(h)
+        h.receive(in_dialog("BYE", ok, 2, "z9hG4bKbye1"), CARRIER, at=10.0)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert len(lines) == 1 and " INVITE call-1 for +31900123456 (owner acme)" in lines[0]
+
+    busy = Harness(tmp_path)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mediacore"):
+        out = busy.receive(invite(call_id="call-2"), CARRIER)
+        onward = only(out, sip.Request, method="INVITE")
+        busy.receive(answer_from_target(onward, 486), target_peer(onward), at=1.0)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "target 1 answered 486" in text and "dialling target 2 of 2" in text
