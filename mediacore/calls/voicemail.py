@@ -100,6 +100,7 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from pathlib import Path
 
 from mediacore.config import SmtpConfig
+from mediacore.fsync import fsync_dir
 
 __all__ = [
     "FAILED_DIRNAME",
@@ -185,11 +186,11 @@ def adopt_flat_spool(spool_dir: Path) -> list[str]:
         _ensure_dirs(spool_dir)
         for job_id in ids:
             os.replace(flat / f"{job_id}.eml", spool_dir / f"{job_id}.eml")
-            _fsync_dir(spool_dir)
+            fsync_dir(spool_dir)
             with contextlib.suppress(FileNotFoundError):
                 os.replace(flat / f"{job_id}.wav", spool_dir / f"{job_id}.wav")
-        _fsync_dir(spool_dir)
-        _fsync_dir(flat)
+        fsync_dir(spool_dir)
+        fsync_dir(flat)
     finally:
         os.close(fd)
     if ids:
@@ -303,13 +304,6 @@ def compose(
 # --- the spool -------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _write_new(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -369,7 +363,7 @@ def spool_message(spool_dir: Path, message: EmailMessage, wav_path: Path) -> str
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, eml)
-    _fsync_dir(spool_dir)
+    fsync_dir(spool_dir)
     return job_id
 
 
@@ -396,7 +390,7 @@ def recover_spool(spool_dir: Path) -> list[str]:
         if not (spool_dir / f"{job_id}.eml").exists():
             wav.unlink(missing_ok=True)
             log.info("voicemail spool: removed audio of already delivered %s", job_id)
-    _fsync_dir(spool_dir)
+    fsync_dir(spool_dir)
     return sorted(path.name.removesuffix(".eml") for path in spool_dir.glob("*.eml"))
 
 
@@ -706,7 +700,7 @@ class VoicemailSender:
         # The .eml first: once it is gone nothing sends this message again.
         (self.spool_dir / f"{job_id}.eml").unlink(missing_ok=True)
         (self.spool_dir / f"{job_id}.wav").unlink(missing_ok=True)
-        _fsync_dir(self.spool_dir)
+        fsync_dir(self.spool_dir)
 
     def _move_to_failed(self, job_id: str) -> None:
         failed = self.spool_dir / FAILED_DIRNAME
@@ -716,8 +710,8 @@ class VoicemailSender:
             source = self.spool_dir / f"{job_id}{suffix}"
             if source.exists():
                 os.replace(source, failed / source.name)
-        _fsync_dir(failed)
-        _fsync_dir(self.spool_dir)
+        fsync_dir(failed)
+        fsync_dir(self.spool_dir)
 
     def _deliver(self, job_id: str) -> _Outcome:
         try:

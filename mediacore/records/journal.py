@@ -51,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mediacore.fsync import fsync_dir
 from mediacore.records.layout import node_journal_dir
 from mediacore.records.timefmt import format_utc
 
@@ -133,13 +134,6 @@ def _file_date(path: Path) -> str:
     match = FILE_RE.match(path.name)
     return match.group(2) if match else ""
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -286,7 +280,7 @@ class Journal:
         path = self.directory / f"journal-{seq:06d}-{day}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                      0o640)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         if self._fd >= 0:
             os.close(self._fd)
         self._fd, self._seq, self._path = fd, seq, path
@@ -521,4 +515,4 @@ def save_cursor(directory: Path, position: Position) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, directory / CURSOR)
-    _fsync_dir(directory)
+    fsync_dir(directory)

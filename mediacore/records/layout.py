@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mediacore.config import node_problem
+from mediacore.fsync import fsync_dir
 
 __all__ = [
     "JOURNAL_DIRNAME",
@@ -128,13 +129,6 @@ def journal_dirs(storage_dir: Path, node: str | None = None) -> list[tuple[str, 
             found.append((name, directory))
     return found
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _holder(fd: int) -> str:
@@ -260,7 +254,7 @@ def _write_marker(root: Path, node: str, offset: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, root / MARKER)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def _move(source: Path, target: Path) -> None:
@@ -307,20 +301,20 @@ def migrate_flat_journal(storage_dir: Path, node: str) -> int:
             date = FILE_RE.match(name).group(2)  # type: ignore[union-attr]
             _move(root / name, destination / f"journal-{seq + offset:06d}-{date}.jsonl")
             moved += 1
-        _fsync_dir(destination)
+        fsync_dir(destination)
         cursor = root / CURSOR
         if cursor.exists():
             if offset == 0 and not (destination / CURSOR).exists():
                 _move(cursor, destination / CURSOR)
-                _fsync_dir(destination)
+                fsync_dir(destination)
             else:
                 cursor.unlink()
         for leftover in (CURSOR + ".tmp", "append.lock"):
             with contextlib.suppress(FileNotFoundError):
                 (root / leftover).unlink()
-        _fsync_dir(root)
+        fsync_dir(root)
         (root / MARKER).unlink()
-        _fsync_dir(root)
+        fsync_dir(root)
     finally:
         if lock_fd >= 0:
             os.close(lock_fd)
