@@ -13,6 +13,10 @@ one owner lives below that node's name, what is shared does not::
         <node>/                    one node's journal: single writer, single publisher
           service.lock             the node's owner (LOCK_EX for the server's life; its pid)
           append.lock, cursor.json, journal-<seq>-<yyyymmdd>.jsonl
+          retention/due-<yyyymmddThhmmss>Z.jsonl
+                                   recordings expiring in that hour, not yet in
+                                   RAM (retention.py; rebuilt from the journal
+                                   at every start)
       voicemail-spool/<node>/      one node's voicemail queue (calls/voicemail.py)
 
 :func:`claim_node` is what a server does at start, before any socket opens:
@@ -60,6 +64,7 @@ __all__ = [
     "migrate_flat_journal",
     "node_journal_dir",
     "node_problem",
+    "retention_dir",
 ]
 
 log = logging.getLogger("mediacore.records")
@@ -68,6 +73,7 @@ JOURNAL_DIRNAME = "journal"
 SERVICE_LOCK = "service.lock"
 MARKER = "migrating.json"
 CURSOR = "cursor.json"
+RETENTION_DIRNAME = "retention"
 FILE_RE = re.compile(r"^journal-(\d{6,})-(\d{8})\.jsonl$")
 LEGACY_WAIT = 10.0
 
@@ -85,6 +91,11 @@ def node_journal_dir(storage_dir: Path, node: str) -> Path:
     if problem:
         raise ValueError(f"records.node {node!r} {problem}")
     return journal_root(storage_dir) / node
+
+
+def retention_dir(storage_dir: Path, node: str) -> Path:
+    """``journal/<node>/retention/``: the node's retention buckets (derived, rebuilt at start)."""
+    return node_journal_dir(storage_dir, node) / RETENTION_DIRNAME
 
 
 def _journal_files(directory: Path) -> list[tuple[int, str]]:

@@ -34,6 +34,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,7 +47,13 @@ from redis.exceptions import RedisError
 from mediacore.config import Config
 from mediacore.records.cdr import Cdr
 from mediacore.records.journal import Entry, Journal, Position, journal_dir
-from mediacore.records.layout import LayoutError, NodeClaim, claim_node, journal_dirs
+from mediacore.records.layout import (
+    LayoutError,
+    NodeClaim,
+    claim_node,
+    journal_dirs,
+    retention_dir,
+)
 from mediacore.records.publisher import Backoff, Lag, Publisher
 from mediacore.records.recordings import RecordingHandle
 from mediacore.records.redis_sink import RedisSink
@@ -163,7 +171,9 @@ class RecordsService:
     async def _start_tasks(self) -> None:
         assert self._journal is not None
         durable_end = await asyncio.to_thread(self._journal.sync)
-        index = await asyncio.to_thread(RecordingIndex.from_journal, self.journal_dir)
+        index = await asyncio.to_thread(
+            RecordingIndex.from_journal, self.journal_dir,
+            retention_dir(self.storage_dir, self.node), now=self._clock().timestamp())
         mode = cast(Literal["record", "batch"], self.settings.fsync)
         policy = FsyncPolicy(mode, self.settings.batch_records, self.settings.batch_ms)
         self._writer = JournalWriter(self._journal, policy, on_durable=self._on_durable)
@@ -181,8 +191,9 @@ class RecordsService:
                                 journal=self._journal_deletion, sink=self._sink,
                                 clock=self._clock)
         self._sweep_task = asyncio.create_task(self._sweep_loop(), name="records-sweeper")
-        log.info("records: journal %s (fsync %s), %d live recordings, %s", self.journal_dir,
-                 self.settings.fsync, len(index),
+        log.info("records: journal %s (fsync %s), %d live recordings (%d due within the "
+                 "hour, in memory), %s", self.journal_dir,
+                 self.settings.fsync, len(index), index.in_memory,
                  f"publishing to Redis {redis.prefix}:*" if redis else "no Redis (journal only)")
 
     async def close(self) -> None:
@@ -202,6 +213,8 @@ class RecordsService:
             self._sweep_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweep_task
+        if self._sweeper is not None:
+            await asyncio.to_thread(self._sweeper.index.discard)  # rebuilt at start anyway
         if self._writer is not None:
             await self._writer.close()
         if self._publisher is not None:
@@ -413,7 +426,10 @@ def sweep_nodes(config: Config) -> list[str]:
 async def _sweep_node(config: Config, storage: Path, node: str,
                       clock: Callable[[], datetime]) -> SweepOnce:
     directory = journal_dir(storage, node)
-    index = await asyncio.to_thread(RecordingIndex.from_journal, directory)
+    # Its own scratch dir: the node's server may be running, and owns retention/.
+    scratch = directory / f"retention-sweep-{os.getpid()}-{secrets.token_hex(4)}"
+    index = await asyncio.to_thread(RecordingIndex.from_journal, directory, scratch,
+                                    now=clock().timestamp(), only_due=True)
     journal: Journal | None = None
     settings = config.records
 
@@ -451,3 +467,4 @@ async def _sweep_node(config: Config, storage: Path, node: str,
                 await sink.close()
         if journal is not None:
             journal.close()
+        await asyncio.to_thread(index.discard)
