@@ -172,7 +172,17 @@ def _replace_first_via(headers: sip.Headers, line: str) -> None:
     at = next(i for i, item in enumerate(items) if item[2] == "via")
     items[at] = (items[at][0], line, "via")
     headers._items = items
-    headers._forget("via")
+    # Only the first Via value changed, in place: the parse-time lookup index
+    # stays right with that one value replaced (a new list: it is shared), so
+    # it is not rebuilt for every request received.
+    index = headers._index
+    if index is not None:
+        index = dict(index)
+        index["via"] = [line, *index["via"][1:]]
+        headers._index = index
+    cache = headers._cache
+    cache.pop("via", None)
+    cache.pop("via*", None)
 
 
 class SipEndpoint:
