@@ -24,6 +24,12 @@ BASE = datetime(2026, 11, 23, 15, 4, 11, 123000, tzinfo=UTC)
 DEADLINE = 60.0
 
 
+def recent() -> datetime:
+    """Now, to the millisecond: for handles whose retention must not be over yet."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 def make_cdr(
     n: int | str,
     *,

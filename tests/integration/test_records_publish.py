@@ -22,7 +22,8 @@ from mediacore.records.journal import (
     read_entries,
     save_cursor,
 )
-from tests.integration.records_helpers import BASE, make_cdr, make_config, until
+from mediacore.records.timefmt import format_utc
+from tests.integration.records_helpers import make_cdr, make_config, recent, until
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -163,14 +164,18 @@ def test_recording_handles_and_voicemail_deliveries_are_published(
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     facts = WavFacts("wav", 8000, 2, Decimal("14.340"), 229_484, "cd" * 32)
+    # Made now, not at BASE: a handle already past its retention would be
+    # swept by the service's first sweep, racing the assertions.
+    created = recent()
     recording = RecordingHandle.create(
         call_id="call-1", number="+31900123456", owner="acme",
-        path=tmp_path / "recordings" / "r1.wav", facts=facts, created=BASE,
+        path=tmp_path / "recordings" / "r1.wav", facts=facts, created=created,
         retention_days=30, id="r1")
     voicemail = RecordingHandle.voicemail(
         call_id="call-2", number="+31900123456", owner="acme",
         facts=WavFacts("wav", 8000, 1, Decimal("9.000"), 144_044, "ef" * 32),
-        created=BASE, delivered=BASE + timedelta(seconds=20), retention_days=7, id="v1")
+        created=created, delivered=created + timedelta(seconds=20), retention_days=7,
+        id="v1")
 
     async def scenario() -> None:
         service = RecordsService(make_config(tmp_path, redis_url))
@@ -184,11 +189,12 @@ def test_recording_handles_and_voicemail_deliveries_are_published(
     uvloop.run(scenario())
     stored = client.hgetall("mediacore:recording:r1")
     assert stored == {**recording.to_fields(), "node": "test-node"}
-    assert stored["expires"] == "2026-12-23T15:04:11.123Z"
+    assert stored["expires"] == format_utc(created + timedelta(days=30))
     assert client.zscore("mediacore:recordings:expiry", "r1") == recording.expires_unix
     assert client.hget("mediacore:recording:v1", "kind") == "voicemail"
     assert client.hget("mediacore:recording:v1", "path") == ""
-    assert client.hget("mediacore:recording:v1", "delivered") == "2026-11-23T15:04:31.123Z"
+    assert client.hget("mediacore:recording:v1", "delivered") == format_utc(
+        created + timedelta(seconds=20))
     assert client.xrange("mediacore:cdr")[0][1]["recording"] == "r1"
 
 
@@ -298,8 +304,9 @@ def test_the_voicemail_senders_report_is_recorded_as_it_is(
                            "number": [{"number": "+31900123456", "owner": "acme",
                                        "targets": [], "voicemail_email": "o@example.com",
                                        "retention_days": 7}]}, "vm.toml")
+    accepted = recent()  # not at BASE: its 7 days would be over, and swept at start
     report = DeliveryReport(message_id="<m1@example.net>", recipient="o@example.com",
-                            accepted_at=BASE, bytes=48_044, owner="acme",
+                            accepted_at=accepted, bytes=48_044, owner="acme",
                             number="+31900123456", call_id="call-9")
 
     async def scenario() -> None:
@@ -314,5 +321,5 @@ def test_the_voicemail_senders_report_is_recorded_as_it_is(
     stored = client.hgetall(key)
     assert (stored["kind"], stored["path"], stored["call_id"]) == ("voicemail", "", "call-9")
     assert (stored["delivered"], stored["bytes"], stored["node"]) == (
-        "2026-11-23T15:04:11.123Z", "48044", "n1")
-    assert stored["expires"] == "2026-11-30T15:04:11.123Z"  # the number's 7 days
+        format_utc(accepted), "48044", "n1")
+    assert stored["expires"] == format_utc(accepted + timedelta(days=7))  # the number's 7
