@@ -12,6 +12,7 @@ and every process started here is stopped here (by its pid, never by name).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import hashlib
@@ -429,28 +430,58 @@ class Sampler:
 # --- the package snapshot and the server -------------------------------------------
 
 
-def snapshot_package(dest: Path) -> str:
-    """Copy mediacore/ (sources and built extensions) to ``dest``; return its digest.
+def snapshot_package(dest: Path, source: Path = REPO) -> str:
+    """Copy ``source``'s mediacore/ (sources and built extensions) to ``dest``; return its digest.
 
     The server runs from this copy (PYTHONPATH; the shipped announcements/
     beside it, where the package looks for prompts), so another engineer
     rebuilding or editing the shared tree mid-run cannot change, or crash by
     overwriting a loaded .so, the code under measurement. The digest of the
-    .py/.pyx/.so files says which code a result belongs to.
+    .py/.pyx/.so files says which code a result belongs to. ``source`` is
+    another checkout (``--package``) to measure a previous version with the
+    same harness on the same machine.
     """
     target = dest / "mediacore"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(REPO / "mediacore", target,
+    shutil.copytree(source / "mediacore", target,
                     ignore=shutil.ignore_patterns("__pycache__", "*.c", "*.html"))
     # The shipped prompts are found next to the package (config storage.announcements).
-    shutil.copytree(REPO / "announcements", dest / "announcements", dirs_exist_ok=True)
+    shutil.copytree(source / "announcements", dest / "announcements", dirs_exist_ok=True)
     digest = hashlib.sha256()
     for path in sorted(dest.rglob("*")):
         if path.suffix in (".py", ".pyx", ".so", ".wav") and path.is_file():
             digest.update(path.relative_to(dest).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def add_package_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-snapshot`` and ``--package``: which mediacore the server runs."""
+    parser.add_argument("--no-snapshot", dest="snapshot", action="store_false",
+                        help="run the working tree's package instead of a copy")
+    parser.add_argument("--package", type=Path, metavar="CHECKOUT",
+                        help="run the mediacore of another checkout (its extensions built "
+                             "in place, e.g. a git worktree of an older commit) to compare "
+                             "versions on one machine with one harness")
+
+
+def prepare_package(args: argparse.Namespace, base: Path, payload: dict[str, Any]
+                    ) -> Path | None:
+    """The snapshot the server runs from (None: the working tree), noted in ``payload``."""
+    source = args.package.resolve() if args.package else None
+    if source is not None:
+        if not any((source / "mediacore").glob("_codecs*.so")):
+            raise SystemExit(f"{source}: no built mediacore there (run "
+                             "'python setup.py build_ext --inplace' in it)")
+        payload["versions"]["git_commit"] = _run_text(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=source)
+        payload["versions"]["package"] = str(source)
+    elif not args.snapshot:
+        return None
+    snapshot = base / "snapshot"
+    payload["versions"]["snapshot_digest"] = snapshot_package(snapshot, source or REPO)
+    return snapshot
 
 
 def snapshot_env(snapshot: Path | None, *, heapwatch: Path | None = None) -> dict[str, str]:

@@ -52,14 +52,15 @@ from benchmarks.load.common import (
     Server,
     ServerSpec,
     SippRun,
+    add_package_arguments,
     callee_args,
     caller_args,
     default_pinning,
     log,
+    prepare_package,
     read_rtt,
     require_sipp,
     result_header,
-    snapshot_package,
     start_sipp,
     udp_counters,
     wait_for_cdrs,
@@ -106,7 +107,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sipp-anywhere", action="store_true",
                         help="pin only the server; SIPp may use every core (when one core "
                              "is not enough for the generator)")
-    parser.add_argument("--no-snapshot", dest="snapshot", action="store_false")
+    add_package_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="keep configs, logs, recordings")
     return parser.parse_args()
 
@@ -403,10 +404,7 @@ def main() -> int:
     payload["reference_pcap"] = vars(media.reference())
     payload["rows"] = []
     with workdir(KIND, args.keep) as base:
-        snapshot = None
-        if args.snapshot:
-            snapshot = base / "snapshot"
-            payload["versions"]["snapshot_digest"] = snapshot_package(snapshot)
+        snapshot = prepare_package(args, base, payload)
         failing = 0
         try:
             for index, n in enumerate(args.calls):

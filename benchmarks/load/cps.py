@@ -54,17 +54,18 @@ from benchmarks.load.common import (
     Server,
     ServerSpec,
     SippRun,
+    add_package_arguments,
     callee_args,
     caller_args,
     cpu_seconds,
     default_pinning,
     log,
     pairs_for,
+    prepare_package,
     read_rtt,
     require_sipp,
     result_header,
     rtt_summary,
-    snapshot_package,
     start_sipp,
     thread_cpu,
     udp_port_drops,
@@ -114,8 +115,7 @@ def parse_args() -> argparse.Namespace:
                         help="end a ramp after this many failing steps in a row")
     parser.add_argument("--profile-rate", type=int, default=None,
                         help="run py-spy on the server during the step at this rate")
-    parser.add_argument("--no-snapshot", dest="snapshot", action="store_false",
-                        help="run the working tree's package instead of a copy")
+    add_package_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir")
     return parser.parse_args()
 
@@ -378,10 +378,7 @@ def main() -> int:
     payload = result_header(KIND, args)
     payload["ramps"] = {}
     with workdir(KIND, args.keep) as base:
-        snapshot = None
-        if args.snapshot:
-            snapshot = base / "snapshot"
-            payload["versions"]["snapshot_digest"] = snapshot_package(snapshot)
+        snapshot = prepare_package(args, base, payload)
         redis = None
         if args.redis:
             redis = Redis(base / "redis")

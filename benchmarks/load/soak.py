@@ -38,15 +38,16 @@ from benchmarks.load.common import (
     Sampler,
     Server,
     ServerSpec,
+    add_package_arguments,
     callee_args,
     caller_args,
     default_pinning,
     log,
     pairs_for,
+    prepare_package,
     require_sipp,
     result_header,
     slope_per_minute,
-    snapshot_package,
     start_sipp,
     wait_for_cdrs,
     wait_for_quiet,
@@ -86,7 +87,7 @@ def parse_args() -> argparse.Namespace:
                         help="seconds after the load before the final counts")
     parser.add_argument("--quiet", type=float, default=0.3, metavar="CORES")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
-    parser.add_argument("--no-snapshot", dest="snapshot", action="store_false")
+    add_package_arguments(parser)
     parser.add_argument("--keep", action="store_true")
     return parser.parse_args()
 
@@ -274,10 +275,7 @@ def main() -> int:
     sipp = require_sipp()
     payload = result_header(KIND, args)
     with workdir(KIND, args.keep) as base:
-        snapshot = None
-        if args.snapshot:
-            snapshot = base / "snapshot"
-            payload["versions"]["snapshot_digest"] = snapshot_package(snapshot)
+        snapshot = prepare_package(args, base, payload)
         try:
             payload["result"] = run(args, sipp, base, snapshot)
             payload["result"]["verdict"] = verdict(payload["result"])
