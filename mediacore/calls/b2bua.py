@@ -12,7 +12,6 @@ media plane is reached through a factory of :class:`CallMedia` objects.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -25,6 +24,7 @@ from mediacore.calls.privacy import identify_caller
 from mediacore.calls.routing import NumberingPlan, NumberPlan, RoutingError, dialled_number
 from mediacore.config import Config
 from mediacore.deadlines import DeadlineHeap
+from mediacore.randomness import random_hex
 from mediacore.sip import message as sip
 from mediacore.sip.endpoint import (
     Event,
@@ -47,8 +47,8 @@ CallEnded = Callable[[Call], None]
 
 
 def new_call_id() -> str:
-    """Our own call id: sortable by time of day, unique, short enough for log lines."""
-    return secrets.token_hex(8)
+    """Our own call id: 64 random bits, unguessable, short enough for log lines."""
+    return random_hex(8)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from mediacore.calls.call import CallError
 from mediacore.calls.media import RecordingResult, Side
 from mediacore.calls.recording_pump import RecordingPump
+from mediacore.randomness import random_bits
 from mediacore.rtp.engine import Leg, MediaEngine, Session
 from mediacore.rtp.player import Codec, PromptLibrary, PromptPlayer, play
 from mediacore.rtp.ports import PortsExhausted
@@ -88,9 +88,8 @@ class EngineMedia:
         payload_type, encoding, _ = self._codecs.get(Side.CALLER, (8, "PCMA", None))
         try:
             player = PromptPlayer(self.prompts.get(prompt), CODECS.get(encoding, "alaw"),
-                                  payload_type, ssrc=int.from_bytes(os.urandom(4), "big"),
-                                  start_seq=int.from_bytes(os.urandom(2), "big"),
-                                  start_ts=int.from_bytes(os.urandom(4), "big"))
+                                  payload_type, ssrc=random_bits(32), start_seq=random_bits(16),
+                                  start_ts=random_bits(32))
         except (OSError, ValueError) as error:
             # A missing prompt must not stop the call: it goes on unannounced,
             # and the operator learns why from this line.

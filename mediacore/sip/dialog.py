@@ -15,10 +15,10 @@ remote target is refreshed by target-refresh requests and their 2xx (12.2.1.2,
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import Enum
 
+from mediacore.randomness import random_hex
 from mediacore.sip import message as sip
 from mediacore.sip.uri import NameAddr, SipURI, parse_name_addr
 
@@ -41,43 +41,18 @@ class DialogError(Exception):
         self.reason = reason
 
 
-class _RandomPool:
-    """Cryptographically random hex, drawn from the OS in 4 KiB helpings.
-
-    RFC 3261 19.3 wants tags and Call-IDs cryptographically random; one
-    ``os.urandom`` call per tag was 5% of the CPU of answering an OPTIONS
-    (a getrandom syscall each), so the bytes are fetched in bulk.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._pool = b""
-        self._offset = 0
-
-    def hex(self, nbytes: int) -> str:
-        if self._offset + nbytes > len(self._pool):
-            self._pool = os.urandom(self._size)
-            self._offset = 0
-        start = self._offset
-        self._offset += nbytes
-        return self._pool[start:self._offset].hex()
-
-
-_random = _RandomPool()
-
-
 def new_tag() -> str:
     """A From/To tag: random, 64 bits, token characters only (19.3)."""
-    return _random.hex(8)
+    return random_hex(8)
 
 
 def new_branch() -> str:
     """A Via branch with the RFC 3261 magic cookie, unique per transaction (8.1.1.7)."""
-    return "z9hG4bK" + _random.hex(10)
+    return "z9hG4bK" + random_hex(10)
 
 
 def new_call_id(host: str) -> str:
-    return f"{_random.hex(12)}@{host}"
+    return f"{random_hex(12)}@{host}"
 
 
 @dataclass

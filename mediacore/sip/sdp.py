@@ -32,10 +32,11 @@ edited them in place would change history.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from mediacore.randomness import random_bits
 
 __all__ = [
     "DIRECTIONS",
@@ -199,7 +200,7 @@ class Origin:
             # Any fresh number will do (RFC 4566 5.2). Staying below 2**31
             # keeps it, and years of version bumps, inside the 32-bit
             # integers some SIP stacks parse these into.
-            session_id = secrets.randbelow(2**31)
+            session_id = random_bits(31)
         return cls(username, session_id, session_id, "IN", _addrtype(address), address)
 
     @classmethod
