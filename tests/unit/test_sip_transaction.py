@@ -124,6 +124,8 @@ def test_client_invite_accepted_state_hands_2xx_retransmissions_to_the_tu() -> N
     ok = response(invite, 200)
     assert delivered(layer.receive_response(ok, 0.1)) == [ok]
     assert transaction.state is State.ACCEPTED
+    # Lingering for Timer M, it keeps neither our INVITE nor the 2xx.
+    assert transaction.request is None and transaction.last_response is None
     assert sends(layer.receive_response(ok, 0.6)) == []  # the TU sends the ACK
     assert delivered(layer.receive_response(ok, 0.6)) == [ok]
     run_until(layer, 0.1 + 64 * T1)  # Timer M
@@ -162,6 +164,8 @@ def test_client_non_invite_completed_absorbs_finals_for_t4() -> None:
     transaction, _ = layer.send_request(bye, PEER, 0.0)
     ok = response(bye, 200)
     assert delivered(layer.receive_response(ok, 0.1)) == [ok]
+    # Lingering for Timer K, it keeps neither the request nor the response.
+    assert transaction.request is None and transaction.last_response is None
     assert layer.receive_response(ok, 0.2) == []
     run_until(layer, 0.1 + T4)
     assert transaction.terminated and len(layer) == 0
