@@ -25,6 +25,7 @@ from mediacore.rtp.engine import Leg, MediaEngine, Session
 from mediacore.rtp.player import Codec, PromptLibrary, PromptPlayer, play
 from mediacore.rtp.ports import PortsExhausted
 from mediacore.rtp.recorder import CallRecorder
+from mediacore.rtp.stats import SessionStats
 
 log = logging.getLogger("mediacore.calls")
 
@@ -144,4 +145,24 @@ class EngineMedia:
             return
         self._closed = True
         self.stop_playing()
+        if log.isEnabledFor(logging.DEBUG):  # a stats copy per call: not at INFO
+            log.debug("call %s: media %s", self.call_id, media_summary(self.session.stats()))
         self.session.close()
+
+
+def media_summary(stats: SessionStats) -> str:
+    """One call's relay counters as ``key=value`` words, for people and for scripts.
+
+    ``caller``: what arrived from the caller (leg A) and went on to the
+    target; ``target`` the other way. ``lost`` is RFC 3550's (expected from
+    the sequence numbers minus received), so it tells packets the network
+    lost on the way to us from packets a sender never sent.
+    """
+    words = []
+    for name, stream in (("caller", stats.a_to_b), ("target", stats.b_to_a)):
+        words += [f"{name}.packets={stream.packets}", f"{name}.expected={stream.expected}",
+                  f"{name}.lost={stream.lost}", f"{name}.forwarded={stream.forwarded}",
+                  f"{name}.jitter_ms={stream.jitter_ms:.2f}"]
+    words += [f"recorded={stats.recorded_packets}",
+              f"recording_dropped={stats.recording_dropped}"]
+    return " ".join(words)

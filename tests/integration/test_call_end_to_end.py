@@ -84,3 +84,13 @@ def test_recorded_call_with_announcement_audio_and_cdr(
     assert abs(len(audio) / rate - float(cdr["duration"])) < 0.1
     for channel in (0, 1):  # caller's pcap audio, and the callee's echo of it
         assert np.abs(audio[:, channel].astype(np.int32)).mean() > 100
+    # At DEBUG the call's relay counters: the pcap's packets came in from the
+    # caller, went on to the target and came back, none lost, all recorded.
+    (line,) = re.findall(rf"call {cdr['call_id']}: media (.*)", server.log)
+    media = {key: float(value) for key, value in
+             (word.split("=") for word in line.split())}
+    assert media["caller.packets"] > 100 and media["caller.lost"] == 0
+    assert media["caller.forwarded"] == media["caller.packets"]
+    assert media["target.packets"] > 100 and media["target.lost"] == 0
+    assert media["recording_dropped"] == 0
+    assert media["recorded"] >= media["caller.packets"] + media["target.packets"] - 10
