@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -132,6 +133,9 @@ class EngineMedia:
         with contextlib.suppress(Exception):
             recorder.feed(self.session.drain_recording(), time.monotonic_ns())
         info = recorder.close(time.monotonic_ns())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s: recording %s", self.call_id, " ".join(
+                f"{key}={value}" for key, value in dataclasses.asdict(info.stats).items()))
         return RecordingResult(Path(info.path), info.duration, info.bytes, info.sha256,
                                info.sample_rate, info.channels)
 
@@ -156,13 +160,16 @@ def media_summary(stats: SessionStats) -> str:
     ``caller``: what arrived from the caller (leg A) and went on to the
     target; ``target`` the other way. ``lost`` is RFC 3550's (expected from
     the sequence numbers minus received), so it tells packets the network
-    lost on the way to us from packets a sender never sent.
+    lost on the way to us from packets a sender never sent; ``span_ms``, first
+    to last arrival, against the packets' duration tells a sender's clock rate.
     """
     words = []
     for name, stream in (("caller", stats.a_to_b), ("target", stats.b_to_a)):
+        first, last = stream.first_arrival_ns, stream.last_arrival_ns
+        span_ms = (last - first) / 1e6 if first is not None and last is not None else 0.0
         words += [f"{name}.packets={stream.packets}", f"{name}.expected={stream.expected}",
                   f"{name}.lost={stream.lost}", f"{name}.forwarded={stream.forwarded}",
-                  f"{name}.jitter_ms={stream.jitter_ms:.2f}"]
+                  f"{name}.jitter_ms={stream.jitter_ms:.2f}", f"{name}.span_ms={span_ms:.1f}"]
     words += [f"recorded={stats.recorded_packets}",
               f"recording_dropped={stats.recording_dropped}"]
     return " ".join(words)

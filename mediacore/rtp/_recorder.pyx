@@ -89,6 +89,8 @@ cdef struct Leg:
     int bad_seq
     int64_t offset
     bint settling
+    bint has_early     # the last packet came early; ``early`` is its lateness
+    int64_t early
     bint has_win
     int64_t win_min
     int64_t win_end
@@ -244,7 +246,7 @@ cdef class Aligner:
                      Py_ssize_t plen, int codec) except -1:
         cdef int64_t af = floordiv(arrival - self.started, NS_PER_FRAME)
         cdef int dseq
-        cdef int64_t dts, ts_u, frame, lateness
+        cdef int64_t dts, ts_u, frame, lateness, delta
         cdef bint newest
         if not leg.anchored or ssrc != leg.ssrc or pt != leg.pt:
             return self._anchor(leg, af, arrival, ssrc, ts, seq, pt, payload, plen, codec)
@@ -289,15 +291,24 @@ cdef class Aligner:
         else:
             leg.seen |= (<uint64_t>1) << (-dseq)
         if lateness < (0 if leg.settling else -TOLERANCE):
-            self.counters[S_SHIFTS] += 1
-            self._shift(leg, lateness)
-            frame = af
-            lateness = 0
-        elif marker and newest and lateness > DELAY:
-            self.counters[S_RESYNCS] += 1
-            leg.offset += lateness
-            frame = af
-            lateness = 0
+            if leg.settling or leg.has_early:
+                delta = lateness
+                if leg.has_early and leg.early > delta:
+                    delta = leg.early
+                self.counters[S_SHIFTS] += 1
+                self._shift(leg, delta)
+                frame += delta
+                lateness -= delta
+            else:
+                leg.has_early = True
+                leg.early = lateness
+        else:
+            leg.has_early = False
+            if marker and newest and lateness > DELAY:
+                self.counters[S_RESYNCS] += 1
+                leg.offset += lateness
+                frame = af
+                lateness = 0
         if not leg.has_win or lateness < leg.win_min:
             leg.win_min = lateness
             leg.has_win = True
@@ -317,6 +328,7 @@ cdef class Aligner:
         leg.bad_seq = -1
         leg.offset = af - <int64_t>ts
         leg.settling = True
+        leg.has_early = False
         leg.has_win = True
         leg.win_min = 0
         leg.win_end = arrival + SETTLE
@@ -341,6 +353,7 @@ cdef class Aligner:
         cdef int64_t dst, length, cut
         cdef uint16_t *tmp
         leg.offset += delta
+        leg.has_early = False
         leg.seg_lo += delta
         leg.seg_hi += delta
         if lo >= hi:

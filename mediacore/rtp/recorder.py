@@ -28,13 +28,18 @@ with the wall clock:
   re-anchors too: a smaller forward jump.
 * **Settle and track.** A packet's lateness ``L = arrival_frame - frame`` is
   its queueing delay relative to the anchor, and jitter only ever adds
-  delay. So an *early* packet (``L < 0``) proves the offset wrong (the
-  anchor packet was itself delayed, or the sender's clock runs fast): the
-  offset moves at once so that this packet lands at its arrival. Within
+  delay. So *early* packets (``L < 0``) prove the offset wrong (the anchor
+  packet was itself delayed, or the sender's clock runs fast): the offset
+  moves at once so that the packet lands at its arrival. Within
   :data:`SETTLE` of an anchor any error is corrected (nothing of the new
   stream has been written yet, so it is free); after that only errors over
   :data:`TOLERANCE`, so that ~50 ppm of drift costs a 10 ms overlap every few
-  minutes rather than channels drifting apart by seconds over a long call.
+  minutes rather than channels drifting apart by seconds over a long call,
+  and only when two packets in a row come early (the offset moves by the
+  later of the two): a lone packet that a sender sent right after the one
+  before is placed by its timestamp. SIPp's rtpstream does that every
+  second or so, and moving for each such packet, then back, cost 20 ms of
+  audio each time (benchmarks/RESULTS.md).
   The other way, the smallest ``L`` over each :data:`WINDOW` is the least
   delayed packet's: when even that exceeds the tolerance (a slow sender
   clock, a longer path) the offset moves later by it. The audio still
@@ -264,8 +269,8 @@ class _Leg:
     """One direction's state in :class:`ReferenceAligner`."""
 
     __slots__ = (
-        "anchored", "bad_seq", "buf", "buf_hi", "max_seq", "max_ts", "max_ts_u", "offset",
-        "pt", "seen", "seg_hi", "seg_lo", "settling", "ssrc", "win_end", "win_min",
+        "anchored", "bad_seq", "buf", "buf_hi", "early", "max_seq", "max_ts", "max_ts_u",
+        "offset", "pt", "seen", "seg_hi", "seg_lo", "settling", "ssrc", "win_end", "win_min",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -275,6 +280,7 @@ class _Leg:
         self.bad_seq = -1
         self.offset = 0
         self.settling = False
+        self.early: int | None = None  # lateness of the last packet, if it came early
         self.win_min: int | None = None
         self.win_end = 0
         self.seg_lo = self.seg_hi = 0
@@ -409,14 +415,24 @@ class ReferenceAligner:
         else:
             leg.seen |= 1 << -dseq
         if lateness < (0 if leg.settling else -TOLERANCE):
-            # Jitter only ever delays: an early packet proves the offset wrong.
-            st["shifts"] += 1
-            self._shift(leg, lateness)
-            frame, lateness = af, 0
-        elif marker and newest and lateness > DELAY:
-            st["resyncs"] += 1
-            leg.offset += lateness
-            frame, lateness = af, 0
+            # Jitter only ever delays: early packets prove the offset wrong.
+            # While settling one does; after that two in a row, so that a lone
+            # packet sent early (right after the one before) is placed by its
+            # timestamp, and the offset moves only as far as the later of two.
+            if leg.settling or leg.early is not None:
+                delta = lateness if leg.early is None else max(lateness, leg.early)
+                st["shifts"] += 1
+                self._shift(leg, delta)
+                frame += delta
+                lateness -= delta
+            else:
+                leg.early = lateness
+        else:
+            leg.early = None
+            if marker and newest and lateness > DELAY:
+                st["resyncs"] += 1
+                leg.offset += lateness
+                frame, lateness = af, 0
         if leg.win_min is None or lateness < leg.win_min:
             leg.win_min = lateness
         self._place(leg, frame, payload, codec)
@@ -433,6 +449,7 @@ class ReferenceAligner:
         leg.bad_seq = -1
         leg.offset = af - ts
         leg.settling = True
+        leg.early = None
         leg.win_min = 0
         leg.win_end = arrival + SETTLE
         leg.seg_lo = leg.seg_hi = af
@@ -452,6 +469,7 @@ class ReferenceAligner:
     def _shift(self, leg: _Leg, delta: int) -> None:
         """Move the leg's offset, and its not yet written audio of this segment, by delta."""
         leg.offset += delta
+        leg.early = None
         cur = self._cursor
         lo, hi = max(leg.seg_lo, cur), leg.seg_hi
         leg.seg_lo += delta
