@@ -559,8 +559,9 @@ class Server:
 
     def __init__(self, spec: ServerSpec, workdir: Path, *, snapshot: Path | None,
                  cpus: str | None = None, heapwatch: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, log_level: str = "info") -> None:
         self.spec = spec
+        self.log_level = log_level  # "debug" adds each call's relay counters (media_totals)
         self.workdir = workdir
         self.snapshot = snapshot
         self.cpus = cpus
@@ -581,7 +582,8 @@ class Server:
         self.spec.storage.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.spec.toml())
         module = "benchmarks.load.heapwatch" if self.heapwatch else "mediacore"
-        command = [PYTHON, "-m", module, "serve", "-c", str(self.config_path)]
+        command = [PYTHON, "-m", module, "serve", "-c", str(self.config_path),
+                   "--log-level", self.log_level]
         if self.cpus is not None:
             command = ["taskset", "-c", self.cpus, *command]
         with self.log_path.open("wb") as log_file:
@@ -663,6 +665,31 @@ class Server:
             "first_errors": errors[:5],
             "first_warnings": warnings[:5],
         }
+
+
+_MEDIA_LINE = re.compile(r"call (\S+): (media|recording) ((?:caller\.packets|records)=.*)$",
+                         re.MULTILINE)
+
+
+def media_totals(log_text: str, call_ids: set[str] | None = None) -> dict[str, float]:
+    """The relay counters of the calls in a DEBUG log, summed (calls.engine_media).
+
+    ``caller.*`` counts what arrived from the callers, ``target.*`` what came
+    back from the targets, ``recorder.*`` what the recorders did with the
+    audio (shifts, late packets: mediacore/rtp/recorder.py); ``calls`` how
+    many calls logged relay counters. Only the calls in ``call_ids`` (our
+    call ids, the CDRs' ``call_id``) when given.
+    """
+    totals: dict[str, float] = {"calls": 0}
+    for call_id, kind, line in _MEDIA_LINE.findall(log_text):
+        if call_ids is not None and call_id not in call_ids:
+            continue
+        prefix = "recorder." if kind == "recording" else ""
+        totals["calls"] += kind == "media"
+        for word in line.split():
+            key, _, value = word.partition("=")
+            totals[prefix + key] = totals.get(prefix + key, 0) + float(value)
+    return totals
 
 
 def wait_for_cdrs(server: Server, expected: int, predicate: Any = None,
