@@ -74,14 +74,18 @@ def concurrent_tables(data: dict[str, Any], name: str) -> list[Path]:
     for r in data.get("rows", []):
         recs = r.get("recordings") or {}
         probe = r.get("probe") or {}
+        relay = r.get("relay") or {}
         rows.append([r["calls"], r.get("failed"), r.get("server_cpu_pct"),
                      r.get("server_main_cpu_pct"), r.get("sipp_caller_cpu_pct"),
-                     r.get("sipp_callee_cpu_pct"), recs.get("caller_loss"),
-                     recs.get("callee_loss"), probe.get("rtt_ms_p99"),
-                     r.get("rss_kib_per_call"), r.get("passed")])
+                     r.get("sipp_callee_cpu_pct"), relay.get("caller_loss"),
+                     relay.get("target_loss"), relay.get("recording_dropped"),
+                     recs.get("caller_loss"), recs.get("callee_loss"),
+                     probe.get("rtt_ms_p99"), r.get("rss_kib_per_call"), r.get("passed")])
     return [write_csv(name, ["calls", "failed", "server_cpu_pct", "server_main_cpu_pct",
-                             "sipp_caller_cpu_pct", "sipp_callee_cpu_pct", "caller_loss",
-                             "callee_loss", "probe_rtt_ms_p99", "rss_kib_per_call", "passed"],
+                             "sipp_caller_cpu_pct", "sipp_callee_cpu_pct", "rtp_loss_caller",
+                             "rtp_loss_target", "recording_tap_drops",
+                             "recording_deficit_caller", "recording_deficit_callee",
+                             "probe_rtt_ms_p99", "rss_kib_per_call", "passed"],
                       rows)]
 
 
@@ -145,10 +149,14 @@ def plot_all(results: dict[str, tuple[Path, dict[str, Any]]]) -> list[Path]:
         top.set_ylabel("% of one core")
         top.legend(fontsize=8)
         top.set_title(f"Concurrent recorded calls ({path.name})", fontsize=9)
-        loss_c = [100 * ((r.get("recordings") or {}).get("caller_loss") or 0) for r in rows]
-        loss_b = [100 * ((r.get("recordings") or {}).get("callee_loss") or 0) for r in rows]
-        bottom.plot(x, loss_c, "o-", label="loss caller channel %")
-        bottom.plot(x, loss_b, "s-", label="loss callee channel %")
+        for key, style, label in (("caller_loss", "o-", "RTP loss from callers %"),
+                                  ("target_loss", "s-", "RTP loss from targets %")):
+            bottom.plot(x, [100 * ((r.get("relay") or {}).get(key) or 0) for r in rows],
+                        style, label=label)
+        for key, style, label in (("caller_loss", "o--", "recording deficit caller ch. %"),
+                                  ("callee_loss", "s--", "recording deficit callee ch. %")):
+            bottom.plot(x, [100 * ((r.get("recordings") or {}).get(key) or 0) for r in rows],
+                        style, alpha=0.6, label=label)
         bottom.axhline(0.1, color="red", lw=0.8, ls=":", label="target 0.1 %")
         rtt = [(r.get("probe") or {}).get("rtt_ms_p99") for r in rows]
         if any(v is not None for v in rtt):
