@@ -93,7 +93,9 @@ def versions() -> dict[str, Any]:
         sipp_line = next((line.strip() for line in _run_text([sipp, "-v"]).splitlines()
                           if "SIPp" in line), "")
     redis = shutil.which("redis-server")
-    dirty = _run_text(["git", "status", "--porcelain", "--", "mediacore"], cwd=REPO)
+    # Names only: porcelain's status columns start with a space that strip() eats.
+    dirty = _run_text(["git", "status", "--porcelain", "--no-renames", "--", "mediacore"],
+                      cwd=REPO)
     return {
         "python": platform.python_version(),
         "uvloop": dist("uvloop"),
@@ -101,7 +103,7 @@ def versions() -> dict[str, Any]:
         "sipp": sipp_line,
         "redis_server": _run_text([redis, "--version"]).split(" sha=")[0] if redis else "",
         "git_commit": _run_text(["git", "rev-parse", "--short", "HEAD"], cwd=REPO),
-        "mediacore_uncommitted": [line[3:] for line in dirty.splitlines()],
+        "mediacore_uncommitted": [line.split(maxsplit=1)[-1] for line in dirty.splitlines()],
     }
 
 
