@@ -690,7 +690,10 @@ def media_totals(log_text: str, call_ids: set[str] | None = None) -> dict[str, f
         totals["calls"] += kind == "media"
         for word in line.split():
             key, _, value = word.partition("=")
-            totals[prefix + key] = totals.get(prefix + key, 0) + float(value)
+            number = float(value)
+            totals[prefix + key] = totals.get(prefix + key, 0) + number
+            if key.endswith("jitter_ms"):  # a sum of jitters means nothing; their worst does
+                totals[f"{key}.max"] = max(totals.get(f"{key}.max", 0.0), number)
     return totals
 
 

@@ -360,6 +360,10 @@ def relay_loss(totals: dict[str, float]) -> dict[str, Any]:
         missing = totals.get(f"{name}.lost", 0) + packets - totals.get(f"{name}.forwarded", 0)
         out[f"{name}_packets"] = int(packets)
         out[f"{name}_loss"] = missing / expected if expected else None
+        calls = totals.get("calls", 0)
+        out[f"{name}_jitter_ms_mean"] = (totals.get(f"{name}.jitter_ms", 0) / calls
+                                         if calls else None)
+        out[f"{name}_jitter_ms_max"] = totals.get(f"{name}.jitter_ms.max")
     recorded = totals.get("recorded", 0)
     dropped = totals.get("recording_dropped", 0)
     out["recording_dropped"] = int(dropped)

@@ -44,6 +44,8 @@ def test_the_relay_counters_of_the_calls_asked_for_are_summed() -> None:
     assert loss["target_loss"] == pytest.approx(10 / 1500)
     assert loss["recording_dropped"] == 2
     assert loss["recorder"] == {"records": 2000, "audio": 2000, "shifts": 1}
+    assert loss["caller_jitter_ms_mean"] == pytest.approx(0.5)
+    assert loss["caller_jitter_ms_max"] == pytest.approx(0.5)
 
 
 def test_a_call_that_sent_nothing_has_no_loss_figure() -> None:
