@@ -6,7 +6,7 @@ calls/s, each playing the 7 s of g711a.pcap's audio after the 2.4 s
 recording notice, about 200 calls up at a time) for ``--minutes``
 (default 10), with RSS, fds, threads and CPU sampled every ``--sample``
 seconds. Reported: the least-squares slope of RSS and fds over the steady
-part (after the first ``--warmup`` seconds, until the load stops), per
+part (after the first ``--warmup`` seconds, until the last call starts), per
 minute and per 1,000 calls, the counts at the end of the load, and after
 ``--settle`` seconds of no load (the port quarantine is 30 s) against the
 baseline before the load. Every call must succeed and leave a CDR.
@@ -25,8 +25,11 @@ behind them.
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +92,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     add_package_arguments(parser)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--rescore", type=Path, metavar="RESULT",
+                        help="run nothing: score a saved result (benchmarks/results/soak-*.json) "
+                             "again with this version's steady window and checks")
     return parser.parse_args()
 
 
@@ -165,8 +171,7 @@ def run(args: argparse.Namespace, sipp: str, base: Path, snapshot: Path | None
         suffix = f"-{caller.pid}@127.0.0.1"
         cdrs = wait_for_cdrs(server, stats["successful"],
                              lambda c: c.get("sip_call_id", "").endswith(suffix))
-        steady = [(s.t - t0, s.procs["server"]) for s in sampler.samples
-                  if load_start + args.warmup <= s.t <= load_end and "server" in s.procs]
+        series = sampler.series(t0)
         result.update({
             "successful": stats["successful"], "failed": stats["failed"],
             "failures": stats.get("failures", {}),
@@ -176,23 +181,16 @@ def run(args: argparse.Namespace, sipp: str, base: Path, snapshot: Path | None
             "answered_cdrs": sum(c.get("disposition") == "answered" for c in cdrs),
             "load_seconds_actual": load_end - load_start,
             "baseline": baseline, "final_after_settle": final,
-            "steady_first": steady[0][1] if steady else None,
-            "steady_last": steady[-1][1] if steady else None,
-            "rss_slope_kib_per_min": slope_per_minute([(t, p["rss_kib"]) for t, p in steady]),
-            "fds_slope_per_min": slope_per_minute([(t, p["fds"]) for t, p in steady]),
-            "threads_max": max((p["threads"] for _, p in steady), default=None),
+            **steady_figures(series, load_start - t0, load_seconds, args.warmup, args.rate),
             "server_cpu_pct": 100 * (sampler.cpu_share("server", load_start + args.warmup,
                                                        load_end) or 0.0),
             "log": server.log_summary(),
             "long_call": long_call or None,
-            "series": sampler.series(t0),
+            "series": series,
             "marks": {"load_start": load_start - t0, "load_end": load_end - t0},
         })
         if args.heapwatch:
             result["heap"] = heap_growth(censuses)
-        slope = result["rss_slope_kib_per_min"]
-        if slope is not None:
-            result["rss_kib_per_1000_calls"] = slope / (args.rate * 60) * 1000
     finally:
         callee.stop()
         result["server_exit"] = server.stop()
@@ -236,6 +234,45 @@ def heap_growth(censuses: dict[str, Any]) -> dict[str, Any]:
             "mediacore_types": {name: c.get("mediacore") for name, c in censuses.items() if c}}
 
 
+def steady_figures(series: list[dict[str, Any]], load_start: float, load_seconds: float,
+                   warmup: float, rate: float) -> dict[str, Any]:
+    """Slopes of the server's RSS and fds over the steady part of the load.
+
+    Steady: after the warm-up, while new calls still come (``load_seconds``
+    from the start). The caller exits only once its last calls have ended,
+    and counting those seconds (fds falling back to the baseline) read as
+    shrinking: the 40-minute run of 2026-12-03 failed on that alone.
+    """
+    steady = [(s["t"], s["procs"]["server"]) for s in series
+              if load_start + warmup <= s["t"] <= load_start + load_seconds
+              and "server" in s["procs"]]
+    rss_slope = slope_per_minute([(t, p["rss_kib"]) for t, p in steady])
+    return {
+        "steady_first": steady[0][1] if steady else None,
+        "steady_last": steady[-1][1] if steady else None,
+        "rss_slope_kib_per_min": rss_slope,
+        "rss_kib_per_1000_calls": None if rss_slope is None else rss_slope / (rate * 60) * 1000,
+        "fds_slope_per_min": slope_per_minute([(t, p["fds"]) for t, p in steady]),
+        "threads_max": max((p["threads"] for _, p in steady), default=None),
+    }
+
+
+def rescore(path: Path) -> int:
+    """Score a saved soak result again with this version's steady window and checks."""
+    payload = json.loads(path.read_text())
+    result, arguments = payload["result"], payload["arguments"]
+    result.update(steady_figures(result["series"], result["marks"]["load_start"],
+                                 arguments["minutes"] * 60, arguments["warmup"],
+                                 arguments["rate"]))
+    result["verdict"] = verdict(result)
+    payload["rescored"] = {"by": " ".join([".venv/bin/python -m benchmarks.load.soak",
+                                           *sys.argv[1:]]),
+                           "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    print_result(result)
+    write_result(KIND, payload)
+    return 0
+
+
 def verdict(result: dict[str, Any]) -> dict[str, Any]:
     """Pass when every call worked and neither memory nor fds kept growing."""
     slope = result.get("rss_slope_kib_per_min")
@@ -272,6 +309,8 @@ def print_result(result: dict[str, Any]) -> None:
 
 def main() -> int:
     args = parse_args()
+    if args.rescore is not None:
+        return rescore(args.rescore)
     sipp = require_sipp()
     payload = result_header(KIND, args)
     with workdir(KIND, args.keep) as base:
