@@ -129,6 +129,12 @@ def test_time_formats() -> None:
     assert format_utc(datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)) == \
         "2026-01-02T03:04:05.006Z"
     assert format_utc(None) == ""
+    # Another zone is converted, sub-milliseconds are cut (not rounded), years padded.
+    assert format_utc(datetime(2026, 1, 2, 5, 4, 5, 6999, tzinfo=timezone(timedelta(hours=2)))) \
+        == "2026-01-02T03:04:05.006Z"
+    assert format_utc(datetime(987, 6, 5, 4, 3, 2, tzinfo=UTC)) == "0987-06-05T04:03:02.000Z"
+    with pytest.raises(ValueError, match="no time zone"):
+        format_utc(datetime(2026, 1, 2, 3, 4, 5))
     assert format_seconds(0) == "0.000"
     assert format_seconds(7_200_000) == "7200.000"
     with pytest.raises(ValueError):
