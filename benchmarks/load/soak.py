@@ -181,7 +181,8 @@ def run(args: argparse.Namespace, sipp: str, base: Path, snapshot: Path | None
             "answered_cdrs": sum(c.get("disposition") == "answered" for c in cdrs),
             "load_seconds_actual": load_end - load_start,
             "baseline": baseline, "final_after_settle": final,
-            **steady_figures(series, load_start - t0, load_seconds, args.warmup, args.rate),
+            **steady_figures(series, load_start - t0, load_seconds, args.warmup, args.rate,
+                             load_end - t0),
             "server_cpu_pct": 100 * (sampler.cpu_share("server", load_start + args.warmup,
                                                        load_end) or 0.0),
             "log": server.log_summary(),
@@ -235,17 +236,20 @@ def heap_growth(censuses: dict[str, Any]) -> dict[str, Any]:
 
 
 def steady_figures(series: list[dict[str, Any]], load_start: float, load_seconds: float,
-                   warmup: float, rate: float) -> dict[str, Any]:
+                   warmup: float, rate: float, load_end: float | None = None
+                   ) -> dict[str, Any]:
     """Slopes of the server's RSS and fds over the steady part of the load.
 
     Steady: after the warm-up, while new calls still come (``load_seconds``
     from the start). The caller exits only once its last calls have ended,
     and counting those seconds (fds falling back to the baseline) read as
-    shrinking: the 40-minute run of 2026-12-03 failed on that alone.
+    shrinking: the 40-minute run of 2026-12-03 failed on that alone. A caller
+    that exited early (``load_end``) ends the window there.
     """
+    end = load_start + load_seconds if load_end is None else \
+        min(load_end, load_start + load_seconds)
     steady = [(s["t"], s["procs"]["server"]) for s in series
-              if load_start + warmup <= s["t"] <= load_start + load_seconds
-              and "server" in s["procs"]]
+              if load_start + warmup <= s["t"] <= end and "server" in s["procs"]]
     rss_slope = slope_per_minute([(t, p["rss_kib"]) for t, p in steady])
     return {
         "steady_first": steady[0][1] if steady else None,
@@ -263,7 +267,7 @@ def rescore(path: Path) -> int:
     result, arguments = payload["result"], payload["arguments"]
     result.update(steady_figures(result["series"], result["marks"]["load_start"],
                                  arguments["minutes"] * 60, arguments["warmup"],
-                                 arguments["rate"]))
+                                 arguments["rate"], result["marks"]["load_end"]))
     result["verdict"] = verdict(result)
     payload["rescored"] = {"by": " ".join([".venv/bin/python -m benchmarks.load.soak",
                                            *sys.argv[1:]]),
