@@ -26,6 +26,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 TRANSPORTS = ("udp", "tcp")
 STARTTLS_MODES = ("opportunistic", "required", "off")
 FSYNC_MODES = ("record", "batch")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(Exception):
@@ -116,6 +118,36 @@ class RoutingConfig:
 class RedisConfig:
     url: str
     prefix: str = "mediacore"
+    #: ``XADD ... MAXLEN ~`` caps of the streams (0: uncapped); docs/records.md.
+    cdr_stream_maxlen: int = 1_000_000
+    events_stream_maxlen: int = 100_000
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """An ``ADDRESS:PORT`` to listen on (``[::1]:9091`` for IPv6)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the HTTP listener for /metrics, /healthz and /readyz."""
+
+    listen: HostPort
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: how log lines look. ``serve --log-level`` overrides ``level``."""
+
+    format: str = "text"
+    level: str = "info"
 
 
 @dataclass(frozen=True)
@@ -139,6 +171,9 @@ class RecordsConfig:
     marker_ttl_days: int = 30
     retry_max_delay: float = 10.0
     node: str = field(default_factory=socket.gethostname)
+    #: Journal files whose every record is published (and older than this
+    #: many days) are removed; 0 keeps them for ever. docs/records.md.
+    journal_keep_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +208,8 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    metrics: MetricsConfig | None = None
+    log: LogConfig = field(default_factory=LogConfig)
     numbers: tuple[NumberConfig, ...] = ()
 
     def number(self, dialled: str) -> NumberConfig | None:
@@ -262,6 +299,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
 def _port(value: int) -> str | None:
     return None if 1 <= value <= 65535 else "must be a port number from 1 to 65535"
 
@@ -274,23 +315,34 @@ def _ip_address(value: str) -> str | None:
     return None
 
 
-def parse_listen(text: str) -> ListenAddress:
-    """``udp:127.0.0.1:5060`` or ``tcp:[::1]:5060`` into its parts."""
-    transport, _, rest = text.partition(":")
-    if transport not in TRANSPORTS:
-        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)} in {text!r}")
-    if rest.startswith("["):
-        host, _, port_text = rest[1:].partition("]:")
+def parse_host_port(text: str) -> HostPort:
+    """``127.0.0.1:9091`` or ``[::1]:9091`` into its parts (ValueError says why not)."""
+    if text.startswith("["):
+        host, _, port_text = text[1:].partition("]:")
     else:
-        host, _, port_text = rest.rpartition(":")
+        host, _, port_text = text.rpartition(":")
     if not host or not port_text.isdigit():
-        raise ValueError(f"expected TRANSPORT:HOST:PORT, got {text!r}")
+        raise ValueError(f"expected ADDRESS:PORT, got {text!r}")
     if (problem := _ip_address(host)) is not None:
         raise ValueError(problem)
     port = int(port_text)
     if (problem := _port(port)) is not None:
         raise ValueError(f"{text!r}: port {problem}")
-    return ListenAddress(transport, host, port)
+    return HostPort(host, port)
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """``udp:127.0.0.1:5060`` or ``tcp:[::1]:5060`` into its parts."""
+    transport, _, rest = text.partition(":")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)} in {text!r}")
+    try:
+        address = parse_host_port(rest)
+    except ValueError as error:
+        if "expected ADDRESS:PORT" in str(error):
+            raise ValueError(f"expected TRANSPORT:HOST:PORT, got {text!r}") from None
+        raise ValueError(str(error).replace(repr(rest), repr(text))) from None
+    return ListenAddress(transport, address.host, address.port)
 
 
 def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
@@ -378,7 +430,7 @@ def _read_redis(r: _Reader, document: dict[str, Any]) -> RedisConfig | None:
         return None
     table = r.table(document, "redis")
     with r.at("redis"):
-        r.unknown_keys(table, {"url", "prefix"})
+        r.unknown_keys(table, {"url", "prefix", "cdr_stream_maxlen", "events_stream_maxlen"})
 
         def url_check(value: str) -> str | None:
             schemes = ("redis://", "rediss://", "unix://")
@@ -391,7 +443,10 @@ def _read_redis(r: _Reader, document: dict[str, Any]) -> RedisConfig | None:
                       "CDRs in the local journal only)")
         prefix = r.value(table, "prefix", str, "mediacore",
                          lambda v: None if v and ":" not in v else "must be non-empty, no ':'")
-        return RedisConfig(url=url, prefix=prefix) if url else None
+        cdr_maxlen = r.value(table, "cdr_stream_maxlen", int, 1_000_000, _not_negative)
+        events_maxlen = r.value(table, "events_stream_maxlen", int, 100_000, _not_negative)
+        return RedisConfig(url=url, prefix=prefix, cdr_stream_maxlen=cdr_maxlen,
+                           events_stream_maxlen=events_maxlen) if url else None
 
 
 def _read_smtp(r: _Reader, table: dict[str, Any]) -> SmtpConfig:
@@ -436,7 +491,7 @@ def _read_records(r: _Reader, table: dict[str, Any]) -> RecordsConfig:
     with r.at("records"):
         r.unknown_keys(table, {"fsync", "batch_records", "batch_ms", "rotate_mb",
                                "rotate_daily", "sweep_interval", "marker_ttl_days",
-                               "retry_max_delay", "node"})
+                               "retry_max_delay", "node", "journal_keep_days"})
         return RecordsConfig(
             fsync=r.value(table, "fsync", str, default.fsync,
                           lambda v: None if v in FSYNC_MODES
@@ -454,6 +509,42 @@ def _read_records(r: _Reader, table: dict[str, Any]) -> RecordsConfig:
             retry_max_delay=float(r.value(table, "retry_max_delay", (int, float),
                                           default.retry_max_delay, _positive)),
             node=r.value(table, "node", str, default.node, node_problem),
+            journal_keep_days=float(r.value(table, "journal_keep_days", (int, float),
+                                            default.journal_keep_days, _not_negative)),
+        )
+
+
+def _read_metrics(r: _Reader, document: dict[str, Any]) -> MetricsConfig | None:
+    if "metrics" not in document:
+        return None
+    table = r.table(document, "metrics")
+    with r.at("metrics"):
+        r.unknown_keys(table, {"listen"})
+        text = r.value(table, "listen", str, None)
+        if "listen" not in table:
+            r.problem("listen", "is required when [metrics] is present, e.g. "
+                      "'127.0.0.1:9091' (remove [metrics] for no metrics listener)")
+            return None
+        if text is None:
+            return None
+        try:
+            return MetricsConfig(listen=parse_host_port(text))
+        except ValueError as error:
+            r.problem("listen", str(error))
+            return None
+
+
+def _read_log(r: _Reader, table: dict[str, Any]) -> LogConfig:
+    default = LogConfig()
+    with r.at("log"):
+        r.unknown_keys(table, {"format", "level"})
+        return LogConfig(
+            format=r.value(table, "format", str, default.format,
+                           lambda v: None if v in LOG_FORMATS
+                           else f"must be one of {', '.join(LOG_FORMATS)}"),
+            level=r.value(table, "level", str, default.level,
+                          lambda v: None if v in LOG_LEVELS
+                          else f"must be one of {', '.join(LOG_LEVELS)}"),
         )
 
 
@@ -512,7 +603,7 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
     """
     r = _Reader()
     r.unknown_keys(document, {"sip", "rtp", "storage", "redis", "smtp", "records", "routing",
-                              "number"})
+                              "metrics", "log", "number"})
     sip = _read_sip(r, r.table(document, "sip"))
     rtp = _read_rtp(r, r.table(document, "rtp"))
     storage_table = r.table(document, "storage")
@@ -529,6 +620,8 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
     redis = _read_redis(r, document)
     smtp = _read_smtp(r, r.table(document, "smtp"))
     records = _read_records(r, r.table(document, "records"))
+    metrics = _read_metrics(r, document)
+    log = _read_log(r, r.table(document, "log"))
     raw_numbers = document.get("number", [])
     numbers: list[NumberConfig] = []
     if not isinstance(raw_numbers, list):
@@ -556,6 +649,8 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
         redis=redis,
         smtp=smtp,
         records=records,
+        metrics=metrics,
+        log=log,
         numbers=tuple(numbers),
     )
 
