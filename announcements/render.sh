@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Render the stock prompts into 8 kHz mono 16-bit WAV, reproducibly.
 #
-#   announcements/render.sh           (re)write the .wav files next to this script
+#   announcements/render.sh           (re)write the shipped .wav files
 #   announcements/render.sh --check   render into a temp dir and compare, byte for byte
+#
+# The prompts are package data, in mediacore/data/announcements/, so that an
+# installed wheel carries them; this directory keeps how they are made.
 #
 # Needs espeak-ng and sox (Debian: apt-get install -y espeak-ng sox). Output
 # is deterministic for given espeak-ng and sox versions: espeak-ng has no
@@ -10,8 +13,8 @@
 # noise at all). Other versions may produce slightly different audio, which
 # --check reports; the committed files are the reference.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-out="$here"
+shipped="$(cd "$(dirname "$0")/../mediacore/data/announcements" && pwd)"
+out="$shipped"
 check=0
 if [[ "${1:-}" == "--check" ]]; then
     check=1
@@ -52,7 +55,7 @@ if (( check )); then
     status=0
     for f in "$out"/*.wav; do
         name="$(basename "$f")"
-        if cmp -s "$f" "$here/$name"; then
+        if cmp -s "$f" "$shipped/$name"; then
             echo "ok       $name"
         else
             echo "DIFFERS  $name" >&2

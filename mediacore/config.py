@@ -100,8 +100,8 @@ class RtpConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     dir: Path = Path("var")
-    #: Where prompts are looked up by name; None: the announcements/ shipped
-    #: beside the package (a source checkout or an editable install).
+    #: Where prompts are looked up by name; None: the prompts shipped in the
+    #: package (mediacore/data/announcements/, rtp.player.default_directory).
     announcements: Path | None = None
 
 

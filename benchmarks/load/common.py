@@ -435,8 +435,8 @@ class Sampler:
 def snapshot_package(dest: Path, source: Path = REPO) -> str:
     """Copy ``source``'s mediacore/ (sources and built extensions) to ``dest``; return its digest.
 
-    The server runs from this copy (PYTHONPATH; the shipped announcements/
-    beside it, where the package looks for prompts), so another engineer
+    The server runs from this copy (PYTHONPATH; the shipped prompts are
+    package data, mediacore/data/announcements/), so another engineer
     rebuilding or editing the shared tree mid-run cannot change, or crash by
     overwriting a loaded .so, the code under measurement. The digest of the
     .py/.pyx/.so files says which code a result belongs to. ``source`` is
@@ -448,8 +448,10 @@ def snapshot_package(dest: Path, source: Path = REPO) -> str:
         shutil.rmtree(target)
     shutil.copytree(source / "mediacore", target,
                     ignore=shutil.ignore_patterns("__pycache__", "*.c", "*.html"))
-    # The shipped prompts are found next to the package (config storage.announcements).
-    shutil.copytree(source / "announcements", dest / "announcements", dirs_exist_ok=True)
+    # Checkouts before the prompts became package data kept them in a top-level
+    # announcements/ beside the package, where those versions look for them.
+    if any((source / "announcements").glob("*.wav")):
+        shutil.copytree(source / "announcements", dest / "announcements", dirs_exist_ok=True)
     digest = hashlib.sha256()
     for path in sorted(dest.rglob("*")):
         if path.suffix in (".py", ".pyx", ".so", ".wav") and path.is_file():

@@ -6,8 +6,9 @@ together with its mu-law and A-law encodings. Playing it to a call is then
 slicing bytes: a :class:`PromptPlayer` yields the RTP packets, and
 :func:`play` sends them at the packet time.
 
-Resampling. Prompts rendered by ``announcements/render.sh`` are 8 kHz
-already (sox's ``rate`` does the work there). For other files we resample
+Resampling. The shipped prompts (``mediacore/data/announcements/``, made by
+the repository's ``announcements/render.sh``) are 8 kHz already (sox's
+``rate`` does the work there). For other files we resample
 here with a windowed-sinc polyphase filter in numpy (:func:`resample`):
 Kaiser window, beta 8 (about 80 dB stopband), 32 zero crossings either side
 at the lower rate, cutoff at 0.91 x the lower Nyquist frequency. Measured
@@ -27,14 +28,20 @@ and averaging cannot clip).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import glob
 import math
 import os
 import re
+import shutil
 import struct
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Final, Literal
 
@@ -72,9 +79,37 @@ _CHUNK: Final = 1024  # output samples per vectorised step: bounds temporary mem
 _EXTENSIONS: Final = {f.lower() for f in sf.available_formats()} | {"oga", "opus", "aif"}
 
 
+#: Where the shipped prompts live inside the package (``[storage] announcements``
+#: unset means these); ``announcements/render.sh`` in the repository makes them.
+SHIPPED: Final = ("data", "announcements")
+
+
+@functools.cache
 def default_directory() -> Path:
-    """The repository's ``announcements/`` (config may point elsewhere)."""
-    return Path(__file__).resolve().parents[2] / "announcements"
+    """The prompts shipped in the package, as a directory (config may point elsewhere).
+
+    Found through ``importlib.resources``, not relative to a checkout, so an
+    installed wheel finds them wherever it is installed. Installed packages
+    are plain directories, used in place; a package imported from a zip
+    archive has its prompts copied out once, to a temporary directory that
+    lives as long as the process, because prompts are read by path
+    (libsndfile, and ``path_of``'s globbing). Cached: one lookup (and at most
+    one copy) per process.
+    """
+    shipped = resources.files("mediacore").joinpath(*SHIPPED)
+    if isinstance(shipped, Path):
+        return shipped
+    return _extract(shipped)
+
+
+def _extract(shipped: Traversable) -> Path:
+    """Copy the prompt files of a non-filesystem package into a directory of their own."""
+    target = Path(tempfile.mkdtemp(prefix="mediacore-prompts-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
+    for entry in shipped.iterdir():
+        if entry.is_file():
+            (target / entry.name).write_bytes(entry.read_bytes())
+    return target
 
 
 @dataclass(frozen=True, eq=False)

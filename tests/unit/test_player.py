@@ -11,6 +11,7 @@ import asyncio
 import math
 import os
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -148,13 +149,28 @@ def test_library_finds_prompts_by_name(tmp_path: Path) -> None:
 
 def test_stock_prompts_are_small_8k_mono_16bit_and_not_silent() -> None:
     lib = PromptLibrary()
-    assert lib.directory == Path(__file__).resolve().parents[2] / "announcements"
+    shipped = Path(__file__).resolve().parents[2] / "mediacore" / "data" / "announcements"
+    assert lib.directory == shipped
     for name, prompt in zip(STOCK, lib.preload(STOCK), strict=True):
         info = sf.info(prompt.path)
         assert (info.samplerate, info.channels, info.subtype) == (8000, 1, "PCM_16"), name
         assert 0.2 < prompt.duration < 6, name
         peak = int(np.abs(prompt.samples().astype(np.int32)).max())
         assert 8000 < peak < 32767, name  # about -6 dBFS, not clipped
+
+
+def test_prompts_of_a_zipped_package_are_copied_out_and_play(tmp_path: Path) -> None:
+    """A package imported from a zip has no directory to glob: its prompts are extracted."""
+    archive = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in STOCK:
+            z.write(pl.default_directory() / f"{name}.wav",
+                    "/".join(("mediacore", *pl.SHIPPED, f"{name}.wav")))
+    extracted = pl._extract(zipfile.Path(archive, "mediacore/").joinpath(*pl.SHIPPED))
+    assert extracted != pl.default_directory()
+    assert sorted(p.name for p in extracted.iterdir()) == sorted(f"{n}.wav" for n in STOCK)
+    lib = PromptLibrary(extracted)
+    assert lib.get("beep").pcm == PromptLibrary().get("beep").pcm
 
 
 def test_beep_is_a_1khz_tone_of_300ms() -> None:
