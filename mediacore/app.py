@@ -26,6 +26,7 @@ from mediacore.calls.engine_media import EngineMedia
 from mediacore.calls.recording_pump import RecordingPump
 from mediacore.calls.voicemail import SpoolInUse, VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
+from mediacore.metrics.service import MetricsService
 from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
 from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
 from mediacore.rtp.player import PromptLibrary
@@ -60,6 +61,13 @@ class Server:
                                          spool_dir_for(config.storage.dir, config.records.node),
                                          on_delivered=self.records.record_voicemail_delivery)
         self.b2bua: B2BUA | None = None
+        #: Bytes of the recordings finished so far (mediacore_recordings_written_bytes_total).
+        self.recorded_bytes = 0
+        # [metrics]: the listener opens in start(); the engine hands it every
+        # session's last counters, the B2BUA every call's setup time.
+        self.metrics = MetricsService(config.metrics, self) if config.metrics else None
+        if self.metrics is not None:
+            self.engine.on_session_closed = self.metrics.relay.session_closed
         self._call_of_session: dict[int, str] = {}
         # uvloop's call_at returns a plain Handle (no .when()) for a moment
         # already past, so the deadline the timer is armed for is kept here.
@@ -77,6 +85,8 @@ class Server:
         # on this storage dir must stop us before the SIP socket opens.
         await self.records.start()
         await self.voicemail.start()
+        if self.metrics is not None:
+            await self.metrics.start()  # a clash names metrics.listen, before SIP opens
         await self.transports.listen(self.config.sip.listen)
         self.b2bua = B2BUA(
             self.config,
@@ -87,6 +97,7 @@ class Server:
             on_call_ended=self._call_ended,
             wall_clock=lambda now: datetime.fromtimestamp(now + self._wall_offset, UTC),
             node=self.config.records.node,
+            on_setup=self.metrics.observe_setup if self.metrics is not None else None,
         )
         self.engine.start(self._loop, self._on_media_events)
         self.recording_pump.start(self._loop)
@@ -122,6 +133,8 @@ class Server:
         self.records.record_cdr(cdr)  # journal first, then Redis; never lost
         log.info("call %s: CDR %s", call.id, json.dumps(cdr.to_fields()))
         recording = call.recording
+        if recording is not None:
+            self.recorded_bytes += recording.bytes
         if recording is not None and call.voicemail is None:
             self.records.record_recording(RecordingHandle.create(
                 id=call.recording_id, call_id=call.id, number=call.number.number,
@@ -211,6 +224,8 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
         await self.transports.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         self.recording_pump.close()
         self.engine.close()
         await self.records.close()

@@ -7,6 +7,11 @@ to. It answers what needs no call: OPTIONS inside a dialog, 481 for
 dialogs and transactions we do not know (RFC 3261 12.2.2, 9.2), 404 for
 numbers not in the plan. Sans-IO: events and ``now`` in, outputs out; the
 media plane is reached through a factory of :class:`CallMedia` objects.
+
+:class:`CallCounters` counts calls as they start, end and are refused, for
+the metrics collector to read at scrape time; the setup time of each call
+(INVITE to answer, or to the final response) goes once per call to the
+``on_setup`` callback.
 """
 
 from __future__ import annotations
@@ -45,6 +50,26 @@ log = logging.getLogger("mediacore.calls")
 MediaFactory = Callable[[str], CallMedia]
 CallEnded = Callable[[Call], None]
 
+#: Every disposition a CDR can carry (docs/contracts.md), so that each has a
+#: counter from the start, at zero.
+DISPOSITIONS = ("answered", "no-answer", "busy", "failed", "cancelled", "voicemail",
+                "rejected")
+
+
+class CallCounters:
+    """Calls since start. ``refused``: INVITEs answered before a call existed,
+    by a fixed few reasons (``not-found``, ``routing``, ``no-media``)."""
+
+    __slots__ = ("ended", "refused", "started")
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.ended: dict[str, int] = dict.fromkeys(DISPOSITIONS, 0)
+        self.refused: dict[str, int] = {}
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
 
 def new_call_id() -> str:
     """Our own call id: 64 random bits, unguessable, short enough for log lines."""
@@ -72,6 +97,7 @@ class B2BUA:
         wall_clock: Callable[[float], datetime],
         numbering: NumberingPlan | None = None,
         node: str = "",
+        on_setup: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.endpoint = endpoint
@@ -92,6 +118,9 @@ class B2BUA:
         # costs its own entries, not a scan of every call's.
         self._entries: dict[str, list[tuple[dict[Any, Any], Hashable]]] = {}
         self._deadlines: DeadlineHeap[Call] = DeadlineHeap()
+        self.counters = CallCounters()
+        #: Called once per call with its setup time in seconds (metrics).
+        self.on_setup = on_setup
 
     def reload(self, config: Config) -> None:
         """A new number plan for new calls; calls in progress keep theirs."""
@@ -144,16 +173,19 @@ class B2BUA:
         except RoutingError as error:
             log.info("call -: INVITE %s refused %s %s", request.call_id, error.status,
                      error.reason)
+            self.counters.refuse("routing")
             return self.endpoint.respond(transaction, error.status, error.reason, now=now)
         if route is None:
             log.info("call -: INVITE %s for %s: not in the number plan: 404",
                      request.call_id, dialled_number(request, self.numbering))
+            self.counters.refuse("not-found")
             return self.endpoint.respond(transaction, 404, "Not Found", now=now)
         call_id = new_call_id()
         try:
             media = self.media_factory(call_id)
         except CallError as error:
             log.warning("call %s: no media for the call: %s", call_id, error.reason)
+            self.counters.refuse("no-media")
             return self.endpoint.respond(transaction, error.status, error.reason, now=now,
                                          headers=(("Retry-After", "5"),))
         call = Call(
@@ -172,6 +204,7 @@ class B2BUA:
         )
         self.calls[call_id] = call
         self._by_invite[transaction] = call
+        self.counters.started += 1
         log.info("call %s: INVITE %s for %s (owner %s)", call_id, request.call_id,
                  route.number, route.config.owner)
         return self._after(call, call.start(now))
@@ -284,11 +317,21 @@ class B2BUA:
                   (call, Side.CALLER))
         for client in (*call.relays, *call.refreshes):
             index(call, self._by_relay, client, call)
+        if not call.setup_counted and (call.answered_at is not None or call.ended):
+            self._count_setup(call)
         if call.ended:
             self._forget(call)
         else:
             self._deadlines.schedule(call)
         return outputs
+
+    def _count_setup(self, call: Call) -> None:
+        """INVITE received to our 200 (a target's answer, or voicemail), or to
+        the final response that ended the call unanswered."""
+        call.setup_counted = True
+        until = call.answered_at if call.answered_at is not None else call.ended_at
+        if self.on_setup is not None and until is not None:
+            self.on_setup(max(0.0, until - call.started))
 
     def _index(self, call: Call, table: dict[Any, Any], key: Hashable, value: object) -> None:
         if key not in table:
@@ -301,6 +344,8 @@ class B2BUA:
         entry goes with the transaction's final response or timeout)."""
         if self.calls.pop(call.id, None) is None:
             return
+        ended = self.counters.ended
+        ended[call.disposition] = ended.get(call.disposition, 0) + 1
         self._by_invite.pop(call.transaction, None)
         for table, key in self._entries.pop(call.id, ()):
             if table is self._by_client and table.get(key) is not None \

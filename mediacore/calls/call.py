@@ -165,6 +165,8 @@ class Call:
     last_failure: int | None = None
     busy_seen: bool = False
     voicemail_prompts: list[str] = field(default_factory=list)
+    #: The B2BUA reported this call's setup time (metrics; once per call).
+    setup_counted: bool = False
     voicemail_recording: bool = False
     origins: dict[Side, sdp.Origin] = field(default_factory=dict)
     relays: dict[ClientTransaction, Relayed] = field(default_factory=dict)

@@ -13,6 +13,10 @@ A call whose media is silent (hold, a one-way stream, no RTP yet) gets no
 records, but its file must still grow with silence so that a crash leaves a
 recording of the right length: once per ``silence_every`` the pump feeds an
 empty blob, with the time, to every recorder that received nothing since.
+
+The pump also keeps what the recorders counted once they are gone (packets
+late for their place in the file, feed failures), for the metrics collector:
+:meth:`RecordingPump.totals` adds the live recorders' counts at scrape time.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mediacore.rtp.engine import MediaEngine
 from mediacore.rtp.recorder import CallRecorder
@@ -45,6 +49,28 @@ class _Entry:
     failed: bool = False
 
 
+@dataclass
+class RecordingTotals:
+    """Counts over every recording since start (finished ones and live ones)."""
+
+    active: int = 0
+    finished: int = 0
+    late: int = 0
+    discarded: int = 0
+    failures: int = 0
+
+
+@dataclass
+class _Finished:
+    count: int = 0
+    late: int = 0
+    discarded: int = 0
+    failures: int = 0
+    #: Removed entries whose recorder their owner closes right after
+    #: ``remove``; their final counts are read at the next remove or scrape.
+    retired: list[_Entry] = field(default_factory=list)
+
+
 class RecordingPump:
     """Feeds the recorders of one engine's sessions.
 
@@ -63,6 +89,7 @@ class RecordingPump:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._next_silence_ns = 0
+        self._finished = _Finished()
 
     def __len__(self) -> int:
         return len(self._recorders)
@@ -80,7 +107,10 @@ class RecordingPump:
 
     def remove(self, session_id: int) -> None:
         """Stop feeding a session's recorder (its owner drains and closes it)."""
-        self._recorders.pop(session_id, None)
+        entry = self._recorders.pop(session_id, None)
+        self._fold_retired()
+        if entry is not None:
+            self._finished.retired.append(entry)
         if not self._recorders and self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -99,6 +129,29 @@ class RecordingPump:
                 if not entry.fed:
                     self._feed(entry, b"", now_ns)
                 entry.fed = False
+
+    def totals(self) -> RecordingTotals:
+        """Every recording's counts so far: once per scrape, not per packet."""
+        self._fold_retired()
+        done = self._finished
+        totals = RecordingTotals(len(self._recorders), done.count, done.late, done.discarded,
+                                 done.failures)
+        for entry in self._recorders.values():
+            late, discarded = _counts(entry.recorder)
+            totals.late += late
+            totals.discarded += discarded
+            totals.failures += entry.failed
+        return totals
+
+    def _fold_retired(self) -> None:
+        done = self._finished
+        for entry in done.retired:
+            late, discarded = _counts(entry.recorder)
+            done.count += 1
+            done.late += late
+            done.discarded += discarded
+            done.failures += entry.failed
+        done.retired.clear()
 
     def close(self) -> None:
         self._loop = None
@@ -128,3 +181,12 @@ class RecordingPump:
         finally:
             if self._recorders:
                 self._arm()
+
+
+def _counts(recorder: CallRecorder) -> tuple[int, int]:
+    """(late, discarded) packets of a recorder, live or closed; (0, 0) if it cannot say."""
+    try:
+        stats = recorder.stats
+    except Exception:  # a recorder broken by a failed disk: metrics must not fail too
+        return 0, 0
+    return stats.late, stats.discarded

@@ -536,6 +536,11 @@ class VoicemailSender:
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
         self._lock_fd = -1
+        #: Delivery attempts since start, for metrics: accepted by the mail
+        #: server, failed (retried later), refused for good (kept in failed/).
+        self.delivered = 0
+        self.failed_attempts = 0
+        self.refused = 0
 
     # lifecycle
 
@@ -579,6 +584,11 @@ class VoicemailSender:
                 f"records.node, and their own spool below it")
         self._lock_fd = fd
         adopt_flat_spool(self.spool_dir)
+
+    @property
+    def backlog(self) -> int:
+        """Messages in the spool waiting for delivery (or being delivered)."""
+        return len(self._jobs)
 
     def pending(self) -> list[PendingVoicemail]:
         """The queued voicemails, oldest first."""
@@ -643,6 +653,7 @@ class VoicemailSender:
         finally:
             job.busy = False
         if isinstance(outcome, _Delivered):
+            self.delivered += 1
             self._jobs.pop(job.id, None)
             await asyncio.to_thread(self._remove, job.id)
             report = outcome.report
@@ -651,6 +662,7 @@ class VoicemailSender:
             await self._report(report)
             return report
         if isinstance(outcome, _Refused):
+            self.refused += 1
             self._jobs.pop(job.id, None)
             await asyncio.to_thread(self._move_to_failed, job.id)
             log.error("voicemail %s for owner %s was refused by the mail server and is kept "
@@ -662,6 +674,7 @@ class VoicemailSender:
             log.warning("voicemail %s disappeared from the spool; forgetting it", job.id)
             return None
         job.attempts += 1
+        self.failed_attempts += 1
         job.last_error = outcome.reason
         initial, maximum, jitter = self._retry
         delay = backoff_delay(job.attempts, initial, maximum, jitter)

@@ -114,6 +114,8 @@ class Publisher:
         self.duplicates = 0
         self.rejected = 0
         self.errors = 0
+        #: Publications that succeeded after failed ones: Redis came back (metrics).
+        self.reconnects = 0
         self.replayed = 0
         self._end = Position(0, 0)
         self._cursor = Position(0, 0)
@@ -259,6 +261,8 @@ class Publisher:
                 await asyncio.sleep(self.backoff.next())
                 continue
             self.backoff.reset()
+            if not self._redis_ok:
+                self.reconnects += 1
             self._redis_ok = True
             self.published += result.published
             self.duplicates += result.duplicates

@@ -18,6 +18,12 @@ writer thread; the returned future resolves once it is durable per
 counted either way, and the record is retried, never dropped, while the
 process lives. Records are published to Redis only after they are durable.
 
+While the journal cannot take records (a write failed and waits for its
+retry, or its filesystem is full or read-only), :attr:`RecordsService.journal_writable`
+is False and ``journal_problem`` says why; ``on_journal_state`` (set by the
+app) hears each change, so the server can refuse new calls meanwhile: a
+call whose CDR has nowhere to go is not taken.
+
 Several servers may share a storage dir (one process per core), each with
 its own ``[records] node``: the journal, its cursor and its publisher are
 one node's (``journal/<node>/``, layout.py), and only one service may own a
@@ -115,6 +121,7 @@ class RecordsStats:
     sweeps: int
     recordings_deleted: int
     sweep_failures: int
+    redis_reconnects: int = 0
 
 
 class RecordsService:
@@ -147,6 +154,9 @@ class RecordsService:
         self._sweep_task: asyncio.Task[None] | None = None
         self._claim: NodeClaim | None = None
         self._state = "new"
+        #: Told ``(writable, problem)`` on the loop when the journal turns
+        #: unwritable or writable again (the app refuses new calls meanwhile).
+        self.on_journal_state: Callable[[bool, str], None] | None = None
 
     # --- life cycle --------------------------------------------------------------
 
@@ -176,7 +186,8 @@ class RecordsService:
             retention_dir(self.storage_dir, self.node), now=self._clock().timestamp())
         mode = cast(Literal["record", "batch"], self.settings.fsync)
         policy = FsyncPolicy(mode, self.settings.batch_records, self.settings.batch_ms)
-        self._writer = JournalWriter(self._journal, policy, on_durable=self._on_durable)
+        self._writer = JournalWriter(self._journal, policy, on_durable=self._on_durable,
+                                     on_state=self._journal_state)
         redis = self.config.redis
         if redis is not None:
             self._sink = RedisSink(redis.url, redis.prefix,
@@ -279,6 +290,32 @@ class RecordsService:
             raise ValueError("a voicemail delivery needs kind 'voicemail' and a delivered time")
         return self._submit("voicemail-delivered", handle.to_fields(), handle)
 
+    @property
+    def journal_writable(self) -> bool:
+        """True while the journal takes records (what ``/readyz`` reports).
+
+        False before start and after close, while records wait in memory for
+        a failed write's retry, and while the journal's filesystem is full
+        or read-only.
+        """
+        return self._state == "running" and self._writer is not None and self._writer.writable
+
+    @property
+    def journal_problem(self) -> str:
+        """Why the journal is not writable (``disk-full``, ``read-only``, ``io-error``...)."""
+        if self._state != "running" or self._writer is None:
+            return self._state
+        return self._writer.problem
+
+    @property
+    def journal_held(self) -> int:
+        """Records submitted and not yet durable in the journal (a failing disk's backlog)."""
+        return self._writer.held if self._writer is not None else 0
+
+    def _journal_state(self, writable: bool, problem: str) -> None:
+        if self.on_journal_state is not None:
+            self.on_journal_state(writable, problem)
+
     def lag(self) -> Lag:
         """Records durable in the journal and not yet in Redis (all zero without Redis)."""
         if self._publisher is None:
@@ -298,6 +335,7 @@ class RecordsService:
             sweeps=sweeper.sweeps if sweeper else 0,
             recordings_deleted=sweeper.deleted if sweeper else 0,
             sweep_failures=sweeper.failures if sweeper else 0,
+            redis_reconnects=publisher.reconnects if publisher else 0,
         )
 
     async def sweep(self) -> SweepReport:

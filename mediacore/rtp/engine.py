@@ -141,6 +141,8 @@ class RecordingReady:
 
 MediaEvent = DtmfEvent | LatchedEvent | RecordingReady
 EventHandler = Callable[[list[MediaEvent]], None]
+#: Called with a session's last counters as it closes (see MediaEngine.on_session_closed).
+ClosedHandler = Callable[["SessionStats"], None]
 
 
 class Session:
@@ -310,6 +312,10 @@ class MediaEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_events: EventHandler | None = None
         self._closed = False
+        #: When set, every session's final counters are handed to it as the
+        #: session closes (one stats copy per call): how process-wide RTP
+        #: totals outlive the sessions. None (the default) costs nothing.
+        self.on_session_closed: ClosedHandler | None = None
 
     def __enter__(self) -> MediaEngine:
         return self
@@ -325,6 +331,11 @@ class MediaEngine:
     @property
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
+
+    @property
+    def running(self) -> bool:
+        """The packet thread is alive (started and neither stopped nor dead)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def events_dropped(self) -> int:
@@ -428,6 +439,13 @@ class MediaEngine:
             return
         session.closed = True
         self._sessions.pop(session.id, None)
+        if self.on_session_closed is not None:
+            try:
+                final = session.stats()
+            except ValueError:  # pragma: no cover - the handle is live until remove
+                final = None
+            if final is not None:
+                self.on_session_closed(final)
         self._core.remove(session._handle)
         for pair in session._pairs:
             self.port_pool.release(pair)

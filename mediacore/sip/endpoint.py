@@ -15,10 +15,16 @@ What is settled here so the TU never sees it (RFC 3261 8.2, 16.3, 18):
   416, 420, 415, 406, 483 for INVITEs we would forward), and 403 for an
   INVITE from outside ``trusted_sources``, logged with its source;
 * OPTIONS is answered 200 here: carriers use it as a keepalive and it must
-  not depend on anything above;
+  not depend on anything above; while draining it is answered 503 with
+  Retry-After, like a new INVITE, so a dispatcher that probes with OPTIONS
+  (Kamailio's dispatcher module) stops sending us new calls;
 * a new INVITE gets 100 Trying at once, so the carrier stops retransmitting;
 * RFC 3581: ``received`` and ``rport`` are stamped on the top Via of every
   request, and responses go back to where the request came from.
+
+:class:`SipCounters` counts what passes (plain integers in dicts, read by
+the metrics collector at scrape time), so this module stays sans-IO and
+imports no metrics library.
 """
 
 from __future__ import annotations
@@ -54,6 +60,46 @@ ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE"
 SUPPORTED = ("timer",)
 ACCEPTED_BODIES = ("application/sdp", "multipart/mixed")
 DEFAULT_SIP_PORT = 5060
+#: Seconds a caller is asked to wait while the server cannot take calls
+#: (``SipEndpoint.unavailable``): a disk someone frees comes back in minutes.
+UNAVAILABLE_RETRY_AFTER = 60
+#: Methods counted under their own name; any other token counts as "other",
+#: so a peer inventing methods cannot grow the counters without bound.
+COUNTED_METHODS = frozenset((*ALLOWED_METHODS, "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER",
+                             "MESSAGE", "PRACK", "PUBLISH"))
+
+
+def counted_method(method: str) -> str:
+    """``method`` as a counter key: itself if SIP knows it, else ``"other"``."""
+    return method if method in COUNTED_METHODS else "other"
+
+
+class SipCounters:
+    """What the endpoint saw and sent since start, for metrics.
+
+    Dicts keyed by method (see :func:`counted_method`) or (method, status);
+    statuses are 100-699 (the parser refuses others), timers B/F/H/L, refusal
+    reasons a fixed few: every key set is bounded. Incremented on the message
+    path, so they are plain ``dict.get`` + 1, nothing more.
+    """
+
+    __slots__ = ("calls_refused", "malformed", "requests_received", "requests_sent",
+                 "responses_received", "responses_sent", "retransmissions", "timeouts")
+
+    def __init__(self) -> None:
+        self.requests_received: dict[str, int] = {}
+        self.requests_sent: dict[str, int] = {}
+        #: (method of the request answered, status)
+        self.responses_sent: dict[tuple[str, int], int] = {}
+        self.responses_received: dict[tuple[str, int], int] = {}
+        #: Retransmissions sent by transaction timers (A, E, G).
+        self.retransmissions = 0
+        #: Timeouts by the RFC timer that fired (B, F, H, L).
+        self.timeouts: dict[str, int] = {}
+        #: Messages that did not parse, and responses that failed their checks.
+        self.malformed = 0
+        #: New INVITEs answered here before any call existed: "draining", "untrusted".
+        self.calls_refused: dict[str, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,22 +243,36 @@ class SipEndpoint:
             max_line_length=config.limits.max_line_length,
         )
         self.transactions = TransactionLayer(config.timers)
-        #: Set while draining: new INVITEs get 503 with Retry-After.
+        #: Set while draining: new INVITEs, and OPTIONS outside a dialog, get
+        #: 503 with Retry-After.
         self.refuse_new_calls = False
+        #: Set by the app while a call could not be recorded as it must be (the
+        #: records journal is unwritable): why, e.g. "journal unwritable
+        #: (disk-full)". New INVITEs get 503 with Retry-After and this in a
+        #: Warning; OPTIONS keeps its 200 (the process is alive; /readyz tells
+        #: the rest). Empty: calls are taken. Separate from draining, which ends.
+        self.unavailable = ""
+        self.counters = SipCounters()
 
     # --- input -----------------------------------------------------------------
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Output]:
+        counters = self.counters
         try:
             message = sip.parse(data, self.limits)
         except sip.ParseError as error:
+            counters.malformed += 1
             return self._refuse_unparsable(error, peer)
         if isinstance(message, sip.Request):
             return self._receive_request(message, peer, now)
         problem = sip.check_response(message)
         if problem is not None:
+            counters.malformed += 1
             log.info("dropping response from %s: %s", peer, problem)
             return []
+        received = counters.responses_received
+        key = (counted_method(message.cseq.method), message.status)
+        received[key] = received.get(key, 0) + 1
         return self._outputs(self.transactions.receive_response(message, now))
 
     def refuse_stream(self, data: bytes, error: sip.ParseError, peer: Peer) -> list[Output]:
@@ -247,9 +307,15 @@ class SipEndpoint:
                  error.reason)
         response.headers.add("Server", self.user_agent)
         response.headers.add("Warning", warning(error.reason))
+        sent = self.counters.responses_sent
+        key = ("other", response.status)
+        sent[key] = sent.get(key, 0) + 1
         return [Transmit(sip.serialize(response), response_peer(via, peer))]
 
     def _receive_request(self, request: sip.Request, peer: Peer, now: float) -> list[Output]:
+        received = self.counters.requests_received
+        method = counted_method(request.method)
+        received[method] = received.get(method, 0) + 1
         stamp_via(request, peer)
         reliable = peer.transport == TCP
         destination = response_peer(request.top_via, peer)
@@ -293,12 +359,24 @@ class SipEndpoint:
             if not self.config.is_trusted(received.peer.host):
                 log.warning("call %s: INVITE from untrusted source %s refused with 403",
                             call_id, received.peer)
+                self._count_refusal("untrusted")
                 return self.respond(transaction, 403, "Forbidden", now=now)
             if self.refuse_new_calls:
+                self._count_refusal("draining")
                 return self.respond(transaction, 503, "Service Unavailable",
                                     headers=(("Retry-After", "30"),), now=now)
+            if self.unavailable:
+                self._count_refusal("unavailable")
+                return self.respond(transaction, 503, "Service Unavailable", now=now, headers=(
+                    ("Retry-After", str(UNAVAILABLE_RETRY_AFTER)),
+                    ("Warning", warning(self.unavailable))))
             return [*self.respond(transaction, 100, "Trying", now=now), received]
         if method == "OPTIONS" and request.to_tag is None:
+            if self.refuse_new_calls:
+                # A dispatcher's probe: "not this node for new calls" (in-dialog
+                # OPTIONS still get 200 from the B2BUA, the call goes on).
+                return self.respond(transaction, 503, "Service Unavailable",
+                                    headers=(("Retry-After", "30"),), now=now)
             return self.respond(transaction, 200, "OK", now=now, headers=(
                 ("Allow", ", ".join(ALLOWED_METHODS)),
                 ("Accept", ", ".join(ACCEPTED_BODIES)),
@@ -338,6 +416,13 @@ class SipEndpoint:
     def send_response(
         self, transaction: ServerTransaction, response: sip.Response, now: float
     ) -> list[Output]:
+        # The request is let go after the final response (a 2xx repeated in
+        # Accepted has none): then the CSeq says which method it answers.
+        answered = transaction.request
+        method = answered.method if answered is not None else response.cseq.method
+        sent = self.counters.responses_sent
+        key = (counted_method(method), response.status)
+        sent[key] = sent.get(key, 0) + 1
         return self._outputs(self.transactions.send_response(transaction, response, now))
 
     def send_request(
@@ -346,15 +431,26 @@ class SipEndpoint:
         transaction, actions = self.transactions.send_request(
             request, peer, now, reliable=peer.transport == TCP
         )
+        self._count_request_sent(request.method)
         return transaction, self._outputs(actions)
 
     def find_invite(self, cancel: sip.Request) -> ServerInviteTransaction | None:
         return self.transactions.find_invite_for_cancel(cancel)
 
-    @staticmethod
-    def send_stateless(message: sip.Message, peer: Peer) -> Transmit:
+    def send_stateless(self, message: sip.Message, peer: Peer) -> Transmit:
         """An ACK for a 2xx, or a 2xx re-sent by the TU: no transaction of its own."""
+        if isinstance(message, sip.Request):
+            self._count_request_sent(message.method)
         return Transmit(sip.serialize(message), peer)
+
+    def _count_request_sent(self, method: str) -> None:
+        sent = self.counters.requests_sent
+        key = counted_method(method)
+        sent[key] = sent.get(key, 0) + 1
+
+    def _count_refusal(self, reason: str) -> None:
+        refused = self.counters.calls_refused
+        refused[reason] = refused.get(reason, 0) + 1
 
     # --- time ----------------------------------------------------------------------
 
@@ -362,7 +458,13 @@ class SipEndpoint:
         return self.transactions.next_deadline()
 
     def handle_timer(self, now: float) -> list[Output]:
-        return self._outputs(self.transactions.handle_timer(now))
+        actions = self.transactions.handle_timer(now)
+        # Whatever a timer sends is a retransmission (A, E, G); timeouts are
+        # counted in _outputs.
+        resent = sum(1 for action in actions if type(action) is Send)
+        if resent:
+            self.counters.retransmissions += resent
+        return self._outputs(actions)
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -382,6 +484,8 @@ class SipEndpoint:
                     outputs.append(ResponseReceived(
                         action.message, action.transaction))  # type: ignore[arg-type]
             elif isinstance(action, Timeout):
+                timeouts = self.counters.timeouts
+                timeouts[action.timer] = timeouts.get(action.timer, 0) + 1
                 outputs.append(TransactionTimedOut(action.transaction, action.timer))
         return outputs
 
