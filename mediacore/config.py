@@ -103,6 +103,9 @@ class StorageConfig:
     #: Where prompts are looked up by name; None: the prompts shipped in the
     #: package (mediacore/data/announcements/, rtp.player.default_directory).
     announcements: Path | None = None
+    #: MiB kept free for the journal: below it, recordings stop (calls go on
+    #: unrecorded, their CDRs say ``disk-full``). 0: record until ENOSPC.
+    reserve_mb: float = 64.0
 
 
 @dataclass(frozen=True)
@@ -608,9 +611,11 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
     rtp = _read_rtp(r, r.table(document, "rtp"))
     storage_table = r.table(document, "storage")
     with r.at("storage"):
-        r.unknown_keys(storage_table, {"dir", "announcements"})
+        r.unknown_keys(storage_table, {"dir", "announcements", "reserve_mb"})
         storage_dir = Path(r.value(storage_table, "dir", str, "var"))
         announcements_text = r.value(storage_table, "announcements", str, None)
+        reserve_mb = float(r.value(storage_table, "reserve_mb", (int, float),
+                                   StorageConfig.reserve_mb, _not_negative))
     if not storage_dir.is_absolute() and base_dir is not None:
         storage_dir = base_dir / storage_dir
     announcements = None if announcements_text is None else Path(announcements_text)
@@ -644,7 +649,8 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
         source=source,
         sip=sip,
         rtp=rtp,
-        storage=StorageConfig(dir=storage_dir, announcements=announcements),
+        storage=StorageConfig(dir=storage_dir, announcements=announcements,
+                              reserve_mb=reserve_mb),
         routing=routing,
         redis=redis,
         smtp=smtp,

@@ -270,6 +270,40 @@ class WavWriter:
             finally:
                 os.close(self._fd)
 
+    def abandon(self) -> int:
+        """Stop after a failure: keep what is on file as a valid WAV, close; never raises.
+
+        For a disk that refused the data (full, read-only, failing): the
+        buffered audio is dropped rather than retried by every later write
+        (it would only grow), the header is made to count exactly the whole
+        frames that reached the file, and anything after them (a partial
+        frame from a short write) is cut off, so a standard reader opens the
+        file as it stands. Shrinking a file needs no free space. If even the
+        header cannot be rewritten, the file is cut back to what the header
+        on file already claims. Returns the frames kept; idempotent.
+        """
+        if self._closed:
+            return self._data_bytes // self._frame_size
+        self._closed = True
+        header_len = len(self._header(0, padded=False))
+        kept = self._data_bytes - len(self._buf)
+        kept -= kept % self._frame_size
+        if kept & 1:
+            kept -= self._frame_size  # odd G.711 mono: drop a frame rather than need a pad
+        self._buf.clear()
+        try:
+            try:
+                os.pwrite(self._fd, self._header(kept, padded=False), 0)
+            except OSError:
+                kept = self._synced_bytes  # what that header says, exactly
+            os.ftruncate(self._fd, header_len + kept)
+        except OSError:
+            pass  # the header on file counts no more than is there: still readable
+        finally:
+            os.close(self._fd)
+        self._data_bytes = self._synced_bytes = kept
+        return kept // self._frame_size
+
     def __enter__(self) -> WavWriter:
         return self
 

@@ -26,7 +26,7 @@ from enum import Enum
 from pathlib import Path
 
 from mediacore.calls import session_timer
-from mediacore.calls.media import CallMedia, RecordingResult, Side
+from mediacore.calls.media import CallMedia, RecordingFailed, RecordingResult, Side
 from mediacore.calls.privacy import CallerIdentity, diversion_header, outbound_identity
 from mediacore.config import NumberConfig
 from mediacore.records.cdr import Cdr
@@ -162,6 +162,8 @@ class Call:
     delivered_to: str = ""
     recording: RecordingResult | None = None
     recording_id: str = ""
+    #: Why the recording is missing or cut short (``disk-full``...), else empty.
+    recording_error: str = ""
     last_failure: int | None = None
     busy_seen: bool = False
     voicemail_prompts: list[str] = field(default_factory=list)
@@ -773,9 +775,15 @@ class Call:
         self.sip_status = status if self.answered_at is None else 200
         self.hangup_by = hangup_by
         self.media.stop_playing()
-        self.recording = self.media.stop_recording()
-        if self.recording is not None:
-            self.recording_id = self.id
+        result = self.media.stop_recording()
+        if isinstance(result, RecordingFailed):
+            # Nothing reached the disk: the call went on unrecorded.
+            self.recording, self.recording_error = None, result.error
+        else:
+            self.recording = result
+            if result is not None:
+                self.recording_id = self.id
+                self.recording_error = result.error
         self.media.close()
         # At DEBUG only: the CDR line that the server logs next says the same.
         self._debug("ended: %s (%s), hangup by %s", self.disposition, self.sip_status,
@@ -812,6 +820,7 @@ class Call:
             sip_status=self.sip_status,
             hangup_by=self.hangup_by,
             recording=self.recording_id,
+            recording_error=self.recording_error,
             node=self.node,
         )
 

@@ -6,12 +6,17 @@ a prompt is paced at 20 ms per packet by a task, and the server's
 call's tap into its recorder on one timer. When a prompt ends, the
 ``on_prompt_done`` callback tells the server, which feeds the event back to
 the B2BUA (``announcement_finished``).
+
+A recording never ends a call: one that cannot be opened (a full disk, a
+read-only or unwritable dir, below the free-space reserve) or that fails
+later leaves the call going on unrecorded; what reached the file stays a
+valid WAV with its handle, and :meth:`EngineMedia.stop_recording` says why,
+for the CDR's ``recording_error``. The pump counts and logs each failure once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -19,13 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mediacore.calls.call import CallError
-from mediacore.calls.media import RecordingResult, Side
+from mediacore.calls.media import RecordingFailed, RecordingResult, Side
 from mediacore.calls.recording_pump import RecordingPump
 from mediacore.randomness import random_bits
 from mediacore.rtp.engine import Leg, MediaEngine, Session
 from mediacore.rtp.player import Codec, PromptLibrary, PromptPlayer, play
 from mediacore.rtp.ports import PortsExhausted
-from mediacore.rtp.recorder import CallRecorder
+from mediacore.rtp.recorder import CallRecorder, RecordingError
 from mediacore.rtp.stats import SessionStats
 
 log = logging.getLogger("mediacore.calls")
@@ -56,6 +61,7 @@ class EngineMedia:
         self._codecs: dict[Side, tuple[int, str, int | None]] = {}
         self._player: asyncio.Task[None] | None = None
         self._recorder: CallRecorder | None = None
+        self._recording_error = ""  # a recording that never started: why
         self._closed = False
 
     @property
@@ -117,27 +123,55 @@ class EngineMedia:
     # --- recording ------------------------------------------------------------------
 
     def start_recording(self, path: Path, *, channels: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._recorder = CallRecorder(path, codec_by_pt=self._codec_by_pt(),
-                                      started_ns=time.monotonic_ns(), channels=channels)
+        self._recording_error = ""
+        no_room = self.pump.room()
+        try:
+            if no_room is not None:
+                raise no_room
+            path.parent.mkdir(parents=True, exist_ok=True)
+            recorder = CallRecorder(path, codec_by_pt=self._codec_by_pt(),
+                                    started_ns=time.monotonic_ns(), channels=channels)
+        except RecordingError as error:
+            self._recording_error = self.pump.report_failure(self.call_id, error.cause)
+            return
+        except OSError as error:
+            self._recording_error = self.pump.report_failure(self.call_id, error)
+            return
+        self._recorder = recorder
         self.session.set_recording(True)
-        self.pump.add(self.session.id, self._recorder, self.call_id)
+        self.pump.add(self.session.id, recorder, self.call_id, on_failed=self._recording_failed)
 
-    def stop_recording(self) -> RecordingResult | None:
+    def _recording_failed(self, error: BaseException) -> None:
+        """The pump gave up on our recorder: the engine need not tap the call any more."""
+        if self._recorder is not None and not self._closed:
+            self.session.set_recording(False)
+
+    def stop_recording(self) -> RecordingResult | RecordingFailed | None:
         recorder = self._recorder
         if recorder is None:
-            return None
+            return RecordingFailed(self._recording_error) if self._recording_error else None
         self._recorder = None
         self.pump.remove(self.session.id)
         self.session.set_recording(False)
-        with contextlib.suppress(Exception):
-            recorder.feed(self.session.drain_recording(), time.monotonic_ns())
-        info = recorder.close(time.monotonic_ns())
+        failed_before = recorder.error
+        if not failed_before:
+            try:
+                recorder.feed(self.session.drain_recording(), time.monotonic_ns())
+            except Exception as error:
+                recorder.fail(error)  # the recorder did already for the disk's errors
+        try:
+            info = recorder.close(time.monotonic_ns())
+        except RecordingError as error:
+            if not failed_before:
+                self.pump.report_failure(self.call_id, error.cause)
+            return RecordingFailed(error.reason)
+        if info.error and not failed_before:
+            self.pump.report_failure(self.call_id, recorder.failure or OSError(info.error))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("call %s: recording %s", self.call_id, " ".join(
                 f"{key}={value}" for key, value in dataclasses.asdict(info.stats).items()))
         return RecordingResult(Path(info.path), info.duration, info.bytes, info.sha256,
-                               info.sample_rate, info.channels)
+                               info.sample_rate, info.channels, error=info.error)
 
     # --- the end ---------------------------------------------------------------------
 

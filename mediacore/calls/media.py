@@ -33,6 +33,17 @@ class RecordingResult:
     sha256: str
     sample_rate: int
     channels: int
+    #: Empty, or why the recording stopped before the call ended (``disk-full``,
+    #: ``io-error``...; mediacore.diskspace): the file holds what came before.
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFailed:
+    """A recording that left nothing on disk (it could not start, or no audio
+    reached the file); ``error`` says why, for the CDR's ``recording_error``."""
+
+    error: str
 
 
 class CallMedia(Protocol):
@@ -64,10 +75,17 @@ class CallMedia(Protocol):
         ...
 
     def start_recording(self, path: Path, *, channels: int) -> None:
-        """Record (stereo: caller, callee; mono: the caller only) into ``path``."""
+        """Record (stereo: caller, callee; mono: the caller only) into ``path``.
+
+        Never raises for the disk: a recording that cannot start or fails
+        later leaves the call going on unrecorded, and :meth:`stop_recording`
+        says why.
+        """
         ...
 
-    def stop_recording(self) -> RecordingResult | None:
+    def stop_recording(self) -> RecordingResult | RecordingFailed | None:
+        """Finish the recording: what is on disk, why there is nothing, or None
+        when none was started."""
         ...
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ difference and cannot disagree with the timestamps.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +37,13 @@ HANGUP_BY = ("caller", "callee", "system")
 CDR_FIELDS = (
     "call_id", "sip_call_id", "number", "owner", "caller", "target", "start", "answer",
     "end", "duration", "disposition", "sip_status", "hangup_by", "recording", "node",
+    "recording_error",
 )
+#: Fields a reader does without (records journaled before they existed): their defaults.
+OPTIONAL_FIELDS = {"recording_error": ""}
+#: ``recording_error`` is a short stable word (mediacore.diskspace.REASONS): a
+#: lowercase token, so that a reason added later still reads in an older version.
+_REASON = re.compile(r"[a-z][a-z-]{0,31}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,15 +65,21 @@ class Cdr:
     hangup_by: str
     recording: str = ""
     node: str = ""
+    #: Empty, or why the call's recording is missing or cut short (the disk
+    #: failed: ``disk-full``, ``read-only``, ``no-permission``, ``io-error``...).
+    recording_error: str = ""
 
     def __post_init__(self) -> None:
         for name in ("call_id", "sip_call_id", "number", "owner", "caller", "target",
-                     "disposition", "hangup_by", "recording", "node"):
+                     "disposition", "hangup_by", "recording", "node", "recording_error"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"Cdr.{name} must be a string, got "
                                 f"{type(getattr(self, name)).__name__}")
         if not self.call_id:
             raise ValueError("Cdr.call_id must not be empty")
+        if self.recording_error and not _REASON.fullmatch(self.recording_error):
+            raise ValueError(f"Cdr.recording_error {self.recording_error!r} is not a short "
+                             "lowercase reason")
         if self.disposition not in DISPOSITIONS:
             raise ValueError(f"Cdr.disposition {self.disposition!r} is not one of "
                              f"{', '.join(DISPOSITIONS)}")
@@ -111,6 +124,7 @@ class Cdr:
             "hangup_by": self.hangup_by,
             "recording": self.recording,
             "node": self.node,
+            "recording_error": self.recording_error,
         }
 
     @classmethod
@@ -120,7 +134,7 @@ class Cdr:
         The stored ``duration`` must equal the one the times give: a mismatch
         means the record was altered, and is refused rather than re-billed.
         """
-        data = {as_text(k): as_text(v) for k, v in fields.items()}
+        data = {**OPTIONAL_FIELDS, **{as_text(k): as_text(v) for k, v in fields.items()}}
         missing = [name for name in CDR_FIELDS if name not in data]
         if missing:
             raise ValueError(f"CDR lacks {', '.join(missing)}")
@@ -143,6 +157,7 @@ class Cdr:
             hangup_by=data["hangup_by"],
             recording=data["recording"],
             node=data["node"],
+            recording_error=data["recording_error"],
         )
         if parse_seconds(data["duration"]) != cdr.duration:
             raise ValueError(f"CDR {cdr.call_id}: duration {data['duration']} does not match "

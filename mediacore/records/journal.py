@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -185,7 +186,12 @@ class Journal:
         with self._locked():
             self._follow()
             if self._broken:
-                self._rotate()
+                # A file that holds nothing cannot have lost anything: on a
+                # disk that stays full, each retry would otherwise leave
+                # another empty file behind.
+                status = os.fstat(self._fd)
+                if status.st_size or not stat.S_ISREG(status.st_mode):
+                    self._rotate()
                 self._broken = False
             elif self._must_rotate(len(payload)):
                 self._rotate()

@@ -25,13 +25,27 @@ because after a failed fsync the kernel may have thrown the dirty pages
 away and the old file can no longer be trusted to hold them. The rare
 result is a record that is in the journal twice: readers and publication
 both deduplicate by id.
+
+While records wait for such a retry, or while the journal's filesystem has
+less than ``min_free`` bytes free (or is read-only: the thread looks with
+``statvfs`` every ``probe_interval`` seconds, so a disk that filled while
+no call ended is noticed before the next CDR has nowhere to go), the writer
+is *unwritable*: :attr:`JournalWriter.writable` is False, ``problem`` says
+why (``disk-full``, ``read-only``, ``io-error``...: mediacore.diskspace),
+and ``on_state`` is told on the loop, so that the server refuses new calls
+(503) until it is writable again. It is writable again once the retried
+records are on disk and, if the free space was the trouble, twice
+``min_free`` is free (so that a disk hovering at the edge does not flap).
+The retry's log line comes once a minute at most, with how many it skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import queue
 import threading
 import time
@@ -40,6 +54,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from mediacore.diskspace import reason_of
+from mediacore.ratelimit import RateLimitedLog
 from mediacore.records.journal import Journal, Position, encode
 
 __all__ = ["FsyncPolicy", "JournalError", "JournalWriter"]
@@ -48,6 +64,14 @@ log = logging.getLogger("mediacore.records.journal")
 
 RETRY_FIRST = 0.05
 RETRY_MAX = 5.0
+#: Bytes that must be free on the journal's filesystem for it to count as
+#: writable: room for a few hundred CDRs (below ``[storage] reserve_mb``,
+#: where recordings stop, so that they stop first).
+MIN_FREE = 256 * 1024
+#: Seconds between two looks at the free space while the writer is idle.
+PROBE_INTERVAL = 1.0
+#: Seconds between two log lines about failing writes.
+RETRY_LOG_INTERVAL = 60.0
 
 
 class JournalError(Exception):
@@ -87,6 +111,8 @@ class JournalWriter:
 
     ``on_durable`` is called on the loop after each fsync, before the
     futures it covers resolve, so the publisher learns of new records first.
+    ``on_state(writable, problem)`` is called on the loop when the journal
+    turns unwritable or writable again (see the module docstring).
     """
 
     def __init__(
@@ -96,11 +122,30 @@ class JournalWriter:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         on_durable: Callable[[Durable], None] | None = None,
+        on_state: Callable[[bool, str], None] | None = None,
+        min_free: int = MIN_FREE,
+        probe_interval: float = PROBE_INTERVAL,
+        statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
     ) -> None:
         self.journal = journal
         self.policy = policy
         self._loop = loop or asyncio.get_running_loop()
         self._on_durable = on_durable
+        self._on_state = on_state
+        self.min_free = min_free
+        self.probe_interval = probe_interval
+        self._statvfs = statvfs
+        #: Read on the loop: False while records wait for a retry or the disk is too full.
+        self.writable = True
+        #: Why not writable (``disk-full``, ``read-only``, ``io-error``...), else "".
+        self.problem = ""
+        #: Records submitted and not yet durable (those a failing disk holds in memory).
+        self.held = 0
+        self._write_problem = ""  # thread-side: a failed write waits for its retry
+        self._space_problem = ""  # thread-side: the last probe's verdict
+        self._next_probe = 0.0
+        self._told = (True, "")
+        self._retry_log = RateLimitedLog(log, interval=RETRY_LOG_INTERVAL)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="records-journal", daemon=True)
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -120,6 +165,7 @@ class JournalWriter:
         future: asyncio.Future[Position] = self._loop.create_future()
         future.add_done_callback(mark_retrieved)
         self._queue.put(_Item(type, encode(type, data, at), future, at.timestamp()))
+        self.held += 1
         return future
 
     async def close(self) -> None:
@@ -139,9 +185,10 @@ class JournalWriter:
         delay = RETRY_FIRST
         try:
             while True:
-                timeout = None
+                self._probe()
+                timeout = self.probe_interval
                 if unsynced and deadline is not None:
-                    timeout = max(0.0, deadline - time.monotonic())
+                    timeout = min(timeout, max(0.0, deadline - time.monotonic()))
                 if pending or stopping:
                     timeout = 0.0
                 item = self._take(timeout)
@@ -170,13 +217,21 @@ class JournalWriter:
                         self._deliver(unsynced, end)
                         unsynced, deadline = [], None
                     delay = RETRY_FIRST
+                    if self._write_problem and not pending and not unsynced:
+                        log.info("journal: the records held in memory are written")
+                        self._write_problem = ""
+                        self._tell()
                 except OSError as error:
                     self.errors += 1
                     # Unsynced lines may be lost with the failed file: write them again.
                     pending = unsynced + pending
                     unsynced, deadline = [], None
-                    log.error("journal write failed (%s); %d records held in memory, retrying "
-                              "in %.2f s in a new file", error, len(pending), delay)
+                    if not self._write_problem:
+                        self._write_problem = reason_of(error)
+                        self._tell()
+                    self._retry_log.error(
+                        "journal write failed (%s); %d records held in memory, retrying "
+                        "in %.2f s in a new file", error, len(pending), delay)
                     if stopping and delay >= RETRY_MAX:
                         self._fail(pending, JournalError(f"journal write failed: {error}"))
                         return
@@ -191,6 +246,43 @@ class JournalWriter:
         finally:
             self._call(self._finish)
 
+    def _probe(self) -> None:
+        """Look at the journal filesystem's free space, once per ``probe_interval``."""
+        now = time.monotonic()
+        if now < self._next_probe or self.min_free <= 0:
+            return
+        self._next_probe = now + self.probe_interval
+        try:
+            stat = self._statvfs(str(self.journal.directory))
+        except OSError as error:
+            problem = reason_of(error)
+        else:
+            free = stat.f_bavail * stat.f_frsize
+            # Hysteresis: unwritable below min_free, writable again above twice that.
+            needed = self.min_free * (2 if self._space_problem else 1)
+            if stat.f_flag & os.ST_RDONLY:
+                problem = reason_of(OSError(errno.EROFS, "read-only"))
+            elif free < needed:
+                problem = reason_of(OSError(errno.ENOSPC, "no space"))
+            else:
+                problem = ""
+        if problem != self._space_problem:
+            if problem:
+                log.error("journal %s: %s (less than %d bytes free, or read-only)",
+                          self.journal.directory, problem, self.min_free)
+            else:
+                log.info("journal %s: free space is back", self.journal.directory)
+            self._space_problem = problem
+            self._tell()
+
+    def _tell(self) -> None:
+        """Hand the loop the journal's state, when it changed."""
+        problem = self._write_problem or self._space_problem
+        state = (not problem, problem)
+        if state != self._told:
+            self._told = state
+            self._call(self._set_state, *state)
+
     def _take(self, timeout: float | None) -> Any:
         try:
             if timeout == 0.0:
@@ -201,12 +293,14 @@ class JournalWriter:
 
     def _deliver(self, items: list[_Item], end: Position) -> None:
         self.written += len(items)
+        self._call(self._release, len(items))
         durable = Durable(end, [i.type for i in items], items[0].at)
         results = [(i.future, i.position) for i in items]
         self._call(self._resolve, durable, results)
 
     def _fail(self, items: list[_Item], error: Exception) -> None:
         log.critical("journal: %d records could not be written: %s", len(items), error)
+        self._call(self._release, len(items))
         self._call(self._reject, [i.future for i in items], error)
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
@@ -215,6 +309,17 @@ class JournalWriter:
             self._loop.call_soon_threadsafe(callback, *args)
 
     # --- back on the loop -------------------------------------------------------
+
+    def _release(self, count: int) -> None:
+        self.held = max(0, self.held - count)
+
+    def _set_state(self, writable: bool, problem: str) -> None:
+        self.writable, self.problem = writable, problem
+        if self._on_state is not None:
+            try:
+                self._on_state(writable, problem)
+            except Exception:
+                log.exception("journal: on_state callback failed")
 
     def _resolve(self, durable: Durable,
                  results: list[tuple[asyncio.Future[Position], Position | None]]) -> None:

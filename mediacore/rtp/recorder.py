@@ -75,16 +75,18 @@ the same random streams and require byte-identical output.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, NamedTuple, Protocol
+from typing import Final, Literal, NamedTuple, NoReturn, Protocol
 
 import numpy as np
 
 from mediacore import _codecs
+from mediacore.diskspace import reason_of
 from mediacore.wav import WavWriter
 
 __all__ = [
@@ -99,6 +101,7 @@ __all__ = [
     "WRITE_CHUNK",
     "CallRecorder",
     "RecorderStats",
+    "RecordingError",
     "RecordingInfo",
     "ReferenceAligner",
     "TapRecord",
@@ -215,7 +218,12 @@ class RecorderStats:
 
 @dataclass(frozen=True, slots=True)
 class RecordingInfo:
-    """A finished recording: what records/ puts in the recording handle."""
+    """A finished recording: what records/ puts in the recording handle.
+
+    ``error`` is empty, or why the recording stopped before the call ended
+    (a reason from :mod:`mediacore.diskspace`, e.g. ``disk-full``): the file
+    then holds the audio up to that moment, as a valid WAV.
+    """
 
     path: str
     duration: float
@@ -225,6 +233,21 @@ class RecordingInfo:
     sample_rate: int
     channels: int
     stats: RecorderStats
+    error: str = ""
+
+
+class RecordingError(Exception):
+    """A recording that left no file worth keeping; ``reason`` says why (``disk-full``...).
+
+    Its file, if one was created, is removed: a file without a handle would
+    never be destroyed by retention.
+    """
+
+    def __init__(self, reason: str, path: str, cause: BaseException) -> None:
+        super().__init__(f"{path}: {reason}: {cause}")
+        self.reason = reason
+        self.path = path
+        self.cause = cause
 
 
 class Sink(Protocol):
@@ -604,9 +627,16 @@ class CallRecorder:
                 f"implementation must be 'compiled' or 'reference', not {implementation!r}"
             )
         codec_table(codec_by_pt)  # validate before creating the file
-        self._writer = WavWriter(
-            path, sample_rate=RATE, channels=channels, sync_interval=sync_interval, fsync=fsync
-        )
+        try:
+            self._writer = WavWriter(
+                path, sample_rate=RATE, channels=channels, sync_interval=sync_interval,
+                fsync=fsync,
+            )
+        except OSError as error:
+            # Created but not even its header fits (a full disk): not a WAV.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise RecordingError(reason_of(error), os.fspath(path), error) from error
         try:
             self._aligner = factory(
                 self._writer, started_ns=started_ns, codec_by_pt=codec_by_pt, channels=channels
@@ -616,10 +646,36 @@ class CallRecorder:
             raise
         self._started = started_ns
         self._info: RecordingInfo | None = None
+        self._error: BaseException | None = None
+        self._reason = ""
 
     @property
     def path(self) -> str:
         return self._writer.path
+
+    @property
+    def error(self) -> str:
+        """Empty while recording; after a failure, why (``disk-full``, ``io-error``...)."""
+        return self._reason
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped the recording, if one did."""
+        return self._error
+
+    def fail(self, error: BaseException) -> None:
+        """Stop recording for good after ``error``: the file keeps what reached it.
+
+        The recorder calls this itself when the disk refuses audio; its owner
+        calls it for anything else that went wrong feeding it. Later feeds are
+        ignored, and :meth:`close` reports the file as it stands. Idempotent:
+        the first error is the one reported.
+        """
+        if self._reason:
+            return
+        self._error = error
+        self._reason = reason_of(error)
+        self._writer.abandon()
 
     @property
     def frames_written(self) -> int:
@@ -637,7 +693,16 @@ class CallRecorder:
         """Record a blob of tap records; ``now_ns`` (monotonic) may advance the clock."""
         if self._info is not None:
             raise ValueError(f"feed after close ({self.path})")
-        self._aligner.feed(blob, now_ns)
+        if self._reason:
+            return  # failed: the call goes on unrecorded
+        try:
+            self._aligner.feed(blob, now_ns)
+        except (OSError, OverflowError) as error:
+            # The disk refused the audio (full, read-only, failing) or the
+            # file reached 4 GiB: stop here rather than retry with a buffer
+            # that only grows; the caller learns of it from the exception.
+            self.fail(error)
+            raise
 
     def close(self, ended_ns: int) -> RecordingInfo:
         """Finish the file so that it spans exactly ``started_ns`` to ``ended_ns``.
@@ -648,25 +713,51 @@ class CallRecorder:
         not on the event loop. If records arrived more than DELAY after
         ``ended_ns`` the file is already longer and stays so (``frames``
         says by how much).
+
+        Never raises for the disk: if it failed, now or earlier, the file
+        keeps the audio that reached it (a valid WAV; ``error`` says why it
+        is short). Only when no audio reached it, or it cannot be read back,
+        is it removed and :class:`RecordingError` raised.
         """
         if self._info is not None:
             return self._info
         end_frame = max(0, _frame_of(ended_ns, self._started))
-        try:
-            frames = self._aligner.finish(end_frame)
-        finally:
-            self._writer.close()
+        if not self._reason:
+            try:
+                self._aligner.finish(end_frame)
+                self._writer.flush()  # what fails on a full disk fails here, not in close
+            except (OSError, OverflowError) as error:
+                self.fail(error)
+        if not self._reason:
+            try:
+                self._writer.close()
+            except OSError as error:
+                self.fail(error)  # the writer's close already fixed the header
+        frames = self._writer.frames_written
         path = self._writer.path
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if self._reason and frames == 0:
+            self._discard(self._error or OSError(self._reason))
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            size = os.stat(path).st_size
+        except OSError as error:
+            self._discard(error)
         self._info = RecordingInfo(
             path=path,
             duration=frames / RATE,
-            bytes=os.stat(path).st_size,
+            bytes=size,
             frames=frames,
             sha256=digest,
             sample_rate=RATE,
             channels=self._writer.channels,
             stats=self.stats,
+            error=self._reason,
         )
         return self._info
+
+    def _discard(self, error: BaseException) -> NoReturn:
+        """No file worth a handle (no audio reached it, or it cannot be read): remove it."""
+        with contextlib.suppress(OSError):
+            os.unlink(self._writer.path)
+        raise RecordingError(self._reason or reason_of(error), self._writer.path, error)

@@ -31,12 +31,16 @@ class KeptFeeds:
 
     def __init__(self, fail: bool = False) -> None:
         self.feeds: list[tuple[bytes, int | None]] = []
-        self.fail = fail
+        self.failing = fail
+        self.failed: list[BaseException] = []
 
     def feed(self, blob: bytes, now_ns: int | None = None) -> None:
         self.feeds.append((blob, now_ns))
-        if self.fail:
+        if self.failing:
             raise OSError(28, "No space left on device")
+
+    def fail(self, error: BaseException) -> None:
+        self.failed.append(error)
 
     def sequences(self) -> list[int]:
         return [r.sequence for blob, _ in self.feeds for r in iter_records(blob)]
@@ -109,7 +113,8 @@ def test_a_failing_recorder_is_reported_once_and_does_not_stop_the_others(
     clock = [10**12]
     pump = RecordingPump(engine, clock_ns=lambda: clock[0])
     broken, fine = KeptFeeds(fail=True), KeptFeeds()
-    pump.add(engine.open_session().id, broken, "call-full")
+    stopped: list[BaseException] = []
+    pump.add(engine.open_session().id, broken, "call-full", on_failed=stopped.append)
     pump.add(engine.open_session().id, fine, "call-fine")
     try:
         for _ in range(3):
@@ -117,10 +122,14 @@ def test_a_failing_recorder_is_reported_once_and_does_not_stop_the_others(
             clock[0] += 2_000_000_000
     finally:
         pump.close()
-    assert len(broken.feeds) == 3 and len(fine.feeds) == 3
+    # Given up on at its first failure (the call goes on unrecorded), told so once.
+    assert len(broken.feeds) == 1 and len(fine.feeds) == 3
+    assert len(broken.failed) == 1 and stopped == broken.failed
+    assert pump.stats.failed == 1 and pump.stats.failed_by_reason == {"disk-full": 1}
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert [r.getMessage() for r in errors] == [
-        "call call-full: recording failed: [Errno 28] No space left on device"]
+        "call call-full: recording failed (disk-full: [Errno 28] No space left on device); "
+        "the call goes on unrecorded"]
 
 
 def test_once_started_the_pump_drains_on_its_own_timer_while_recorders_remain(

@@ -21,7 +21,7 @@ from tests.integration.records_helpers import BASE, make_cdr, write_wav
 
 CONTRACT = ["call_id", "sip_call_id", "number", "owner", "caller", "target", "start",
             "answer", "end", "duration", "disposition", "sip_status", "hangup_by",
-            "recording", "node"]
+            "recording", "node", "recording_error"]  # recording_error: contract 1.3
 
 
 def test_fields_are_exactly_the_contract_in_order() -> None:
@@ -46,7 +46,7 @@ def test_stream_entry_of_an_answered_call() -> None:
         "start": "2026-11-23T15:04:11.123Z", "answer": "2026-11-23T15:04:14.124Z",
         "end": "2026-11-23T15:04:26.464Z", "duration": "12.340",
         "disposition": "answered", "sip_status": "200", "hangup_by": "callee",
-        "recording": "r1", "node": "n1",
+        "recording": "r1", "node": "n1", "recording_error": "",
     }
     assert cdr.duration == Decimal("12.340")
 
