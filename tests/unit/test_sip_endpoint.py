@@ -244,3 +244,27 @@ def test_parser_limits_come_from_config() -> None:
     (response,) = answers(small.receive(many, CARRIER, 0.0))
     assert response.status == 400 and "header" in response.reason.lower()
     assert statuses(SipEndpoint(SipConfig()).receive(many, CARRIER, 0.0)) == [100]
+
+
+def test_draining_answers_options_outside_a_dialog_503_with_retry_after(
+        endpoint: SipEndpoint) -> None:
+    """A dispatcher (Kamailio's dispatcher module) probes with OPTIONS: while we
+    drain it must hear "not for new calls", like an INVITE does."""
+    endpoint.refuse_new_calls = True
+    (response,) = answers(endpoint.receive(request("OPTIONS"), CARRIER, 0.0))
+    assert response.status == 503
+    assert response.headers.get("Retry-After") == "30"
+    assert endpoint.counters.responses_sent[("OPTIONS", 503)] == 1
+    assert endpoint.counters.calls_refused == {}  # a probe is not a refused call
+
+
+def test_draining_leaves_in_dialog_options_to_the_call(endpoint: SipEndpoint) -> None:
+    endpoint.refuse_new_calls = True
+    outputs = endpoint.receive(request("OPTIONS", to_tag="ours"), CARRIER, 0.0)
+    assert statuses(outputs) == []
+    assert any(isinstance(o, RequestReceived) for o in outputs)
+
+
+def test_not_draining_options_is_still_200(endpoint: SipEndpoint) -> None:
+    endpoint.refuse_new_calls = False
+    assert statuses(endpoint.receive(request("OPTIONS"), CARRIER, 0.0)) == [200]
