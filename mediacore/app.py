@@ -26,6 +26,7 @@ from mediacore.calls.engine_media import EngineMedia
 from mediacore.calls.recording_pump import RecordingPump
 from mediacore.calls.voicemail import SpoolInUse, VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
+from mediacore.diskspace import FreeSpace
 from mediacore.metrics.service import MetricsService
 from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
 from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
@@ -54,9 +55,13 @@ class Server:
             tcp_idle_timeout=config.sip.tcp_idle_timeout,
         )
         self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
-        self.recording_pump = RecordingPump(self.engine)
+        # Recordings stop while less than reserve_mb is free, so that the
+        # journal keeps room for the CDRs of the calls that go on unrecorded.
+        self.recording_pump = RecordingPump(self.engine, free_space=FreeSpace(
+            config.storage.dir / "recordings", int(config.storage.reserve_mb * 2**20)))
         self.prompts = PromptLibrary(config.storage.announcements)
         self.records = RecordsService(config)
+        self.records.on_journal_state = self._journal_state
         self.voicemail = VoicemailSender(config.smtp,
                                          spool_dir_for(config.storage.dir, config.records.node),
                                          on_delivered=self.records.record_voicemail_delivery)
@@ -125,6 +130,17 @@ class Server:
                 call_id = self._call_of_session.get(event.session.id)
                 if call_id is not None:
                     self._dispatch(self.b2bua.dtmf(call_id, event.digit, self._now()))
+
+    def _journal_state(self, writable: bool, problem: str) -> None:
+        """No new calls while their CDRs would have nowhere to go (503, Retry-After)."""
+        if writable:
+            self.endpoint.unavailable = ""
+            log.info("journal writable again: taking new calls")
+        else:
+            self.endpoint.unavailable = f"journal unwritable ({problem})"
+            log.error("journal unwritable (%s): refusing new calls with 503 until it is "
+                      "writable again; %d records held in memory", problem,
+                      self.records.journal_held)
 
     def _call_ended(self, call: Call) -> None:
         if isinstance(call.media, EngineMedia):
