@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from mediacore import __version__, checks
+from mediacore import __version__, checks, logs
 from mediacore.calls.b2bua import B2BUA
 from mediacore.calls.call import Call, CallState, LocalContact
 from mediacore.calls.engine_media import EngineMedia
@@ -32,13 +32,12 @@ from mediacore.records import RecordingHandle, RecordsError, RecordsService, Wav
 from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
 from mediacore.rtp.player import PromptLibrary
 from mediacore.rtp.ports import PortPool
+from mediacore.sdnotify import Notifier
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
 from mediacore.sip.message import ParseError
 from mediacore.sip.transport import TCP, UDP, Peer, SipTransports
 
 log = logging.getLogger("mediacore")
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Server:
@@ -84,6 +83,8 @@ class Server:
         # Loop time to wall time, fixed at start: CDR times follow the
         # monotonic clock, so a clock step mid-call cannot bend a duration.
         self._wall_offset = time.time() - self._loop.time()
+        # systemd's Type=notify (a no-op elsewhere): ready, watchdog, reload, stop.
+        self.notifier = Notifier.from_environment()
 
     async def start(self) -> None:
         # Records and the voicemail spool first: a node another process runs
@@ -147,7 +148,17 @@ class Server:
             self._call_of_session.pop(call.media.session.id, None)
         cdr = call.cdr()
         self.records.record_cdr(cdr)  # journal first, then Redis; never lost
-        log.info("call %s: CDR %s", call.id, json.dumps(cdr.to_fields()))
+        fields = cdr.to_fields()
+        # INFO says how the call ended, never who called: the CDR itself (with
+        # the caller's number when shown) belongs to the journal and Redis,
+        # and is logged whole at DEBUG only, where a withheld caller is
+        # already "anonymous" in it (docs/contracts.md, "Logs").
+        log.info("call %s: ended %s (%s), %s s billable, hung up by %s%s", call.id,
+                 fields["disposition"], fields["sip_status"] or "-", fields["duration"],
+                 fields["hangup_by"] or "-",
+                 f", recording {fields['recording']}" if fields["recording"] else "")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s: CDR %s", call.id, json.dumps(fields))
         recording = call.recording
         if recording is not None:
             self.recorded_bytes += recording.bytes
@@ -205,7 +216,19 @@ class Server:
             await asyncio.sleep(0.5)
 
     def reload(self, path: str | None) -> None:
-        """SIGHUP: a new number plan for new calls; a bad file changes nothing."""
+        """SIGHUP: a new number plan for new calls; a bad file changes nothing.
+
+        systemd hears RELOADING=1 first and READY=1 once the outcome is in
+        force, whichever it is (the old plan still serves after a refusal).
+        """
+        self.notifier.reloading()
+        try:
+            self._reload(path)
+        finally:
+            numbers = len(self.b2bua.plan) if self.b2bua is not None else 0
+            self.notifier.ready(f"serving {numbers} numbers")
+
+    def _reload(self, path: str | None) -> None:
         if path is None:
             log.info("reload: no config file to reload (running on the bundled example)")
             return
@@ -293,21 +316,6 @@ class Server:
         self._dispatch(outputs)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log to stderr; records skip what LOG_FORMAT never prints.
-
-    Each record otherwise walks the stack for its source line and asks for
-    the thread, process id and multiprocessing name: measured under call
-    load, that was a third of logging's cost (the "Optimization" section of
-    the logging documentation lists these switches).
-    """
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
-
-
 def tune_garbage_collector() -> None:
     """Fewer, cheaper cyclic collections for a server that holds many live objects.
 
@@ -331,7 +339,9 @@ async def _serve(config: Config, config_path: str | None) -> int:
         await server.start()
     except (OSError, RecordsError, SpoolInUse) as error:
         log.error("cannot start: %s", error)
+        server.notifier.status(f"cannot start: {error}")
         await server.close()
+        server.notifier.close()
         return 1
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -339,17 +349,25 @@ async def _serve(config: Config, config_path: str | None) -> int:
     loop.add_signal_handler(signal.SIGHUP, server.reload, config_path)
     listening = ", ".join(str(a) for a in config.sip.listen)
     log.info("mediacore %s ready: %s; listening on %s", __version__, config.source, listening)
+    server.notifier.ready(f"listening on {listening}")
+    server.notifier.start_watchdog(loop)  # pings only while this loop runs
     await server.wait_stopped()
     log.info("stopping: no new calls")
+    server.notifier.stopping("draining: no new calls")
     await server.drain(config.sip.drain_timeout)
     await server.close()
+    server.notifier.close()
     log.info("stopped")
     return 0
 
 
-def serve(config_path: str | None, log_level: str = "info") -> int:
-    """``mediacore serve``: validate the config, then run until SIGTERM/SIGINT."""
-    configure_logging(getattr(logging, log_level.upper()))
+def serve(config_path: str | None, log_level: str | None = None) -> int:
+    """``mediacore serve``: validate the config, then run until SIGTERM/SIGINT.
+
+    ``log_level`` (``--log-level``) overrides ``[log] level``; config errors go
+    to stderr as plain lines whatever ``[log] format`` says, since the config
+    that would say it is the one that failed.
+    """
     try:
         if config_path is None:
             # The bundled example keeps its storage under the working directory.
@@ -364,6 +382,7 @@ def serve(config_path: str | None, log_level: str = "info") -> int:
         for problem in found:
             print(f"{config.source}: {problem}", file=sys.stderr)
         return 1
+    logs.configure(getattr(logging, (log_level or config.log.level).upper()), config.log.format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency

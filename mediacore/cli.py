@@ -62,10 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML config file (default: the bundled example config on 127.0.0.1)",
     )
     serve.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info",
-        help="info (default): a line when a call comes in and one when it ends (its CDR), "
-             "plus every failover, rejection and error; debug: every step of every call, "
-             "for tracing a problem (costs CPU under load)",
+        "--log-level", choices=("debug", "info", "warning", "error"), default=None,
+        help="overrides [log] level. info (the default): a line when a call comes in and "
+             "one when it ends (how, never who called), plus every failover, rejection and "
+             "error; debug: every step of every call and its whole CDR, for tracing a "
+             "problem (costs CPU under load; shown caller numbers appear, withheld never)",
     )
 
     check = commands.add_parser(

@@ -37,9 +37,12 @@ def free_sip_port(host: str = "127.0.0.1") -> int:
 class MediacoreServer:
     """One server process; ``log`` is everything it wrote to stderr so far."""
 
-    def __init__(self, workdir: Path, config_text: str, sip_port: int) -> None:
+    def __init__(self, workdir: Path, config_text: str, sip_port: int, *,
+                 log_level: str | None = "debug") -> None:
+        """``log_level`` None: no ``--log-level``, so ``[log] level`` (or info) holds."""
         self.workdir = workdir
         self.sip_port = sip_port
+        self.log_level = log_level
         self.config_path = workdir / "mediacore.toml"
         self.config_path.write_text(config_text)
         self.process: subprocess.Popen[str] | None = None
@@ -52,9 +55,10 @@ class MediacoreServer:
 
     def start(self, timeout: float = 20.0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        level = [] if self.log_level is None else ["--log-level", self.log_level]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mediacore", "serve", "-c", str(self.config_path),
-             "--log-level", "debug"],  # tests follow every step of a call
+            # Tests follow every step of a call: debug unless told otherwise.
+            [sys.executable, "-m", "mediacore", "serve", "-c", str(self.config_path), *level],
             cwd=self.workdir, env=env, text=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
