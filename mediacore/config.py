@@ -177,6 +177,8 @@ class RecordsConfig:
     #: Journal files whose every record is published (and older than this
     #: many days) are removed; 0 keeps them for ever. docs/records.md.
     journal_keep_days: float = 30.0
+    #: Without [redis] the journal is the only copy of the CDRs: pruned only if true.
+    journal_prune_without_redis: bool = False
 
 
 @dataclass(frozen=True)
@@ -494,7 +496,8 @@ def _read_records(r: _Reader, table: dict[str, Any]) -> RecordsConfig:
     with r.at("records"):
         r.unknown_keys(table, {"fsync", "batch_records", "batch_ms", "rotate_mb",
                                "rotate_daily", "sweep_interval", "marker_ttl_days",
-                               "retry_max_delay", "node", "journal_keep_days"})
+                               "retry_max_delay", "node", "journal_keep_days",
+                               "journal_prune_without_redis"})
         return RecordsConfig(
             fsync=r.value(table, "fsync", str, default.fsync,
                           lambda v: None if v in FSYNC_MODES
@@ -514,6 +517,8 @@ def _read_records(r: _Reader, table: dict[str, Any]) -> RecordsConfig:
             node=r.value(table, "node", str, default.node, node_problem),
             journal_keep_days=float(r.value(table, "journal_keep_days", (int, float),
                                             default.journal_keep_days, _not_negative)),
+            journal_prune_without_redis=r.value(table, "journal_prune_without_redis", bool,
+                                                default.journal_prune_without_redis),
         )
 
 

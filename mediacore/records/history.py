@@ -8,6 +8,11 @@ order, or the ones they are given. A CDR that appears
 twice in the journal (only possible after a failed fsync was retried, see
 writer.py) is listed once: ``call_id`` is unique by contract.
 
+Both cover the journal as kept: files older than ``[records]
+journal_keep_days`` are pruned once published (pruning.py), and their CDRs
+with them; recording handles still within retention are carried forward
+(carried.py), so the export still lists and copies every recording kept.
+
 ``cdr export`` is DESIGN.md promise 6: an owner gets all of their history
 in standard formats, CSV and JSON, and the WAV files of the recordings we
 still keep. Recordings we no longer keep (retention ended, deleted,
@@ -18,6 +23,7 @@ voicemail, file gone) are listed with the reason, so the owner can tell
 from __future__ import annotations
 
 import csv
+import heapq
 import json
 import logging
 import shutil
@@ -27,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from mediacore.records.carried import read_handles
 from mediacore.records.cdr import CDR_FIELDS, Cdr
 from mediacore.records.journal import read_merged
 from mediacore.records.recordings import HANDLE_FIELDS, RecordingDeleted, RecordingHandle
@@ -144,8 +151,11 @@ def export_owner(journals: Path | Iterable[Path], owner: str, out: Path,
     cdrs = list(select_cdrs(iter_cdrs(directories), owner=owner))
     handles: dict[str, RecordingHandle] = {}
     deleted: dict[str, RecordingDeleted] = {}
-    for entry in read_merged(directories, types=("recording", "voicemail-delivered",
-                                                 "recording-deleted")):
+    # Handles carried out of pruned journal files count too (carried.py): a
+    # recording still kept is listed and copied whatever its journal file's age.
+    for entry in heapq.merge(*(read_handles(d, ("recording", "voicemail-delivered",
+                                                "recording-deleted")) for d in directories),
+                             key=lambda entry: entry.at):
         try:
             if entry.type == "recording-deleted":
                 gone = RecordingDeleted.from_fields(entry.data)

@@ -10,8 +10,11 @@ any length costs disk, not memory.
 How far it got is kept in ``journal/cursor.json``, saved at most every
 ``cursor_interval`` seconds and on close. The cursor may lag behind Redis
 (a crash between publishing and saving): the next start re-sends those
-records and the markers in Redis drop them. So the cursor bounds the work
-of a restart, and correctness never depends on it.
+records and the watermark in Redis drops them (redis_sink.py). So the
+cursor bounds the work of a restart, and correctness never depends on it.
+Before its first batch the publisher reads the watermark once: a journal
+*behind* it (restored from a backup, or cut) gets a new identity
+(watermark.py), so its new records are not taken for replays.
 
 When Redis fails, batches are retried with capped exponential backoff and
 full jitter (many nodes returning at once must not hammer a Redis that has
@@ -41,8 +44,9 @@ from mediacore.records.journal import (
     load_cursor,
     save_cursor,
 )
-from mediacore.records.redis_sink import PUBLISHED_TYPES, RedisSink
+from mediacore.records.redis_sink import PUBLISHED_TYPES, Origin, RedisSink
 from mediacore.records.timefmt import parse_utc
+from mediacore.records.watermark import load_identity, renew_identity
 from mediacore.records.writer import Durable
 
 __all__ = ["Backoff", "Lag", "Publisher"]
@@ -103,8 +107,13 @@ class Publisher:
         backoff: Backoff | None = None,
         log_interval: float = 30.0,
         cursor_interval: float = 1.0,
+        node: str = "",
     ) -> None:
         self.directory = Path(directory)
+        self.node = node or self.directory.name
+        self.origin = Origin(self.node)
+        self._checked = False
+        self._start_end = Position(0, 0)
         self.sink = sink
         self.batch = batch
         self.backoff = backoff or Backoff()
@@ -142,7 +151,8 @@ class Publisher:
                         "(publication is idempotent)", cursor, durable_end)
             cursor = None
         self._cursor = self._saved = cursor or Position(0, 0)
-        self._end = durable_end
+        self._end = self._start_end = durable_end
+        self.origin = Origin(self.node, await asyncio.to_thread(load_identity, self.directory))
         count, oldest = await asyncio.to_thread(
             count_entries, self.directory, cursor, durable_end, PUBLISHED_TYPES)
         if count:
@@ -250,10 +260,22 @@ class Publisher:
         self._wake.clear()
         await self._wake.wait()
 
+    async def _check_watermark(self) -> None:
+        """Once, before the first batch: is this journal behind what Redis has from it?"""
+        found = await self.sink.watermark(self.node)
+        if found is not None and found[0] == self.origin.journal_id and found[1] > self._start_end:
+            why = (f"Redis has records of this journal up to {found[1]}, past its end "
+                   f"{self._start_end} (restored from a backup, or cut?)")
+            identity = await asyncio.to_thread(renew_identity, self.directory, why=why)
+            self.origin = Origin(self.node, identity)
+        self._checked = True
+
     async def _publish(self, entries: list) -> None:
         while True:
             try:
-                result = await self.sink.publish(entries)
+                if not self._checked:
+                    await self._check_watermark()
+                result = await self.sink.publish(entries, self.origin)
             except (RedisError, OSError) as error:
                 self.errors += 1
                 self._redis_ok = False

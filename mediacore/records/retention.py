@@ -44,7 +44,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from mediacore.records.journal import Entry, read_entries
+from mediacore.records.carried import read_handles
+from mediacore.records.journal import Entry
 from mediacore.records.recordings import RecordingDeleted, RecordingHandle
 from mediacore.records.redis_sink import RedisSink
 from mediacore.records.timefmt import format_utc, parse_utc, utc_now
@@ -344,6 +345,9 @@ class RecordingIndex:
     ) -> RecordingIndex:
         """Stream the journal (CDR lines skipped by their first bytes, undecoded).
 
+        Handles carried forward out of pruned files (``carried.jsonl``) come
+        first, as if their files were still there.
+
         With ``scratch``, its buckets are deleted and rebuilt: the journal is
         replayed with the edge following each record's time, then moved to
         ``now`` (default: the time now). ``only_due`` (a one-shot sweep)
@@ -356,7 +360,9 @@ class RecordingIndex:
             options.setdefault("flush_lines", BUILD_FLUSH_LINES)
         index = cls(scratch, keep_until=now if only_due else None, **options)
         hour = ""
-        for entry in read_entries(directory, types=INDEX_TYPES):
+        # Handles carried out of pruned journal files first, then the journal
+        # (carried.py): the same as replaying every file there ever was.
+        for entry in read_handles(directory, types=INDEX_TYPES):
             if scratch is not None and entry.at[:13] != hour:
                 hour = entry.at[:13]
                 with contextlib.suppress(ValueError):

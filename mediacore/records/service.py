@@ -60,9 +60,10 @@ from mediacore.records.layout import (
     journal_dirs,
     retention_dir,
 )
+from mediacore.records.pruning import Pruner, PruneResult
 from mediacore.records.publisher import Backoff, Lag, Publisher
 from mediacore.records.recordings import RecordingHandle
-from mediacore.records.redis_sink import RedisSink
+from mediacore.records.redis_sink import DEFAULT_MIN_MAXLEN, RedisSink
 from mediacore.records.retention import Due, RecordingIndex, Sweeper, SweepReport
 from mediacore.records.timefmt import utc_now
 from mediacore.records.writer import (
@@ -152,6 +153,7 @@ class RecordsService:
         self._sink: RedisSink | None = None
         self._sweeper: Sweeper | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._pruner: Pruner | None = None
         self._claim: NodeClaim | None = None
         self._state = "new"
         #: Told ``(writable, problem)`` on the loop when the journal turns
@@ -190,22 +192,26 @@ class RecordsService:
                                      on_state=self._journal_state)
         redis = self.config.redis
         if redis is not None:
-            self._sink = RedisSink(redis.url, redis.prefix,
-                                   marker_ttl=self.settings.marker_ttl_days * 86_400)
+            self._sink = _sink(self.config, min_maxlen=2 * self._publish_batch)
             self._publisher = Publisher(
                 self.journal_dir, self._sink, batch=self._publish_batch,
                 backoff=Backoff(cap=self.settings.retry_max_delay),
-                log_interval=self._lag_log_interval,
+                log_interval=self._lag_log_interval, node=self.node,
             )
             await self._publisher.start(durable_end)
+        self._pruner = Pruner(self.journal_dir, keep_days=self.settings.journal_keep_days,
+                              redis=redis is not None,
+                              without_redis=self.settings.journal_prune_without_redis,
+                              clock=self._clock)
         self._sweeper = Sweeper(storage_dir=self.storage_dir, node=self.node, index=index,
                                 journal=self._journal_deletion, sink=self._sink,
                                 clock=self._clock)
         self._sweep_task = asyncio.create_task(self._sweep_loop(), name="records-sweeper")
         log.info("records: journal %s (fsync %s), %d live recordings (%d due within the "
-                 "hour, in memory), %s", self.journal_dir,
+                 "hour, in memory), %s; %s", self.journal_dir,
                  self.settings.fsync, len(index), index.in_memory,
-                 f"publishing to Redis {redis.prefix}:*" if redis else "no Redis (journal only)")
+                 f"publishing to Redis {redis.prefix}:*" if redis else "no Redis (journal only)",
+                 self._pruner.describe())
 
     async def close(self) -> None:
         """Stop sweeping, make every record durable, publish what Redis takes, let go.
@@ -344,6 +350,16 @@ class RecordsService:
             raise RecordsError("the records service is not running")
         return await self._sweeper.sweep()
 
+    async def prune(self) -> PruneResult | None:
+        """Remove the journal files that may go now (the sweep loop does, after each sweep).
+
+        ``None`` when pruning is off (``journal_keep_days = 0``, or no Redis
+        without ``journal_prune_without_redis``); pruning.py has the rules.
+        """
+        if self._pruner is None or self._state != "running":
+            raise RecordsError("the records service is not running")
+        return await self._pruner.run()
+
     async def wait_published(self, timeout: float | None = None) -> bool:
         """True once everything journaled so far is in Redis (tests, drains)."""
         if self._publisher is None:
@@ -399,6 +415,14 @@ class RecordsService:
                 raise
             except Exception:
                 log.exception("retention sweep failed; trying again in %.0f s", interval)
+            try:
+                assert self._pruner is not None
+                await self._pruner.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Nothing is lost by not pruning: the files just stay a while longer.
+                log.exception("journal pruning failed; trying again in %.0f s", interval)
             await asyncio.sleep(interval)
 
     def _open_storage(self) -> None:
@@ -416,6 +440,22 @@ class RecordsService:
         if self._claim is not None:
             self._claim.release()
             self._claim = None
+
+
+def _sink(config: Config, min_maxlen: int = DEFAULT_MIN_MAXLEN) -> RedisSink:
+    """The Redis side as configured: stream caps (raised to the safe floor), window TTL."""
+    redis = config.redis
+    assert redis is not None
+    for key, value in (("cdr_stream_maxlen", redis.cdr_stream_maxlen),
+                       ("events_stream_maxlen", redis.events_stream_maxlen)):
+        if 0 < value < min_maxlen:
+            log.warning("records: redis.%s = %d is below %d (twice a publication batch); "
+                        "using %d, so that no entry goes before its batch is confirmed",
+                        key, value, min_maxlen, min_maxlen)
+    return RedisSink(redis.url, redis.prefix,
+                     marker_ttl=config.records.marker_ttl_days * 86_400,
+                     cdr_maxlen=redis.cdr_stream_maxlen,
+                     events_maxlen=redis.events_stream_maxlen, min_maxlen=min_maxlen)
 
 
 @dataclass(slots=True)
@@ -481,10 +521,7 @@ async def _sweep_node(config: Config, storage: Path, node: str,
         positions = await asyncio.to_thread(opened.append, [(type, data)], sync=True)
         return positions[0]
 
-    sink = None
-    if config.redis is not None:
-        sink = RedisSink(config.redis.url, config.redis.prefix,
-                         marker_ttl=settings.marker_ttl_days * 86_400)
+    sink = _sink(config) if config.redis is not None else None
     try:
         sweeper = Sweeper(storage_dir=storage, node=node, index=index,
                           journal=append, sink=sink, clock=clock)

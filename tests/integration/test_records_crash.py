@@ -157,7 +157,7 @@ def test_sigkill_during_publication_loses_and_duplicates_nothing(
     assert len(stream) == len(set(stream)), "a CDR was published twice"
     assert sorted(stream) == sorted(journal)
     assert client.xlen("mediacore:cdr") == len(journal)
-    assert all(client.exists(f"mediacore:cdr:published:{c}") for c in journal[:50])
+    assert all(client.hexists("mediacore:seen:test-node", f"cdr:{c}") for c in journal[:50])
     assert replay == {"replayed": str(len(journal)), "published": "0",
                       "duplicates": str(len(journal))}
 

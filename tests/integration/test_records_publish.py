@@ -86,8 +86,12 @@ def test_every_cdr_arrives_exactly_once_across_a_redis_outage(
     assert len(ids) == n == client.xlen("mediacore:cdr")
     assert sorted(ids) == sorted(f"call-{i}" for i in range(n))
     assert ids == [f"call-{i}" for i in range(n)]  # and in journal order
-    ttl = client.ttl("mediacore:cdr:published:call-0")
+    # Markers: the node's window (one hash, TTL marker_ttl_days) and watermark,
+    # not one key per CDR.
+    assert client.hexists("mediacore:seen:test-node", "cdr:call-0")
+    ttl = client.ttl("mediacore:seen:test-node")
     assert 29 * 86_400 < ttl <= 30 * 86_400
+    assert client.get("mediacore:watermark:test-node") is not None
     # The lag is a state in the log, not a line per record.
     assert caplog.text.count("Redis publication is lagging") == 1
     assert caplog.text.count("Redis publication recovered") == 1
@@ -209,7 +213,8 @@ def test_a_custom_prefix_names_every_key(redis_url: str, tmp_path: Path) -> None
         await service.close()
 
     uvloop.run(scenario())
-    assert sorted(client.keys("*")) == [b"tenant7:cdr", b"tenant7:cdr:published:call-1"]
+    assert sorted(client.keys("*")) == [b"tenant7:cdr", b"tenant7:seen:test-node",
+                                         b"tenant7:watermark:test-node"]
 
 
 def test_without_redis_the_journal_is_the_store(tmp_path: Path) -> None:

@@ -168,6 +168,16 @@ def test_records_section_is_read() -> None:
                                                                                 "media-3")
 
 
+def test_journal_pruning_without_redis_is_the_operators_choice() -> None:
+    assert parse_config({}, "empty.toml").records.journal_prune_without_redis is False
+    records = parse_config(tomllib.loads(
+        "[records]\njournal_keep_days = 7\njournal_prune_without_redis = true\n"),
+        "r.toml").records
+    assert (records.journal_keep_days, records.journal_prune_without_redis) == (7.0, True)
+    assert problems('[records]\njournal_prune_without_redis = "yes"\n') == [
+        "records.journal_prune_without_redis: expected true or false, got str"]
+
+
 def test_records_problems_name_their_keys() -> None:
     assert problems(
         """
