@@ -63,7 +63,7 @@ from mediacore.records.layout import (
 from mediacore.records.pruning import Pruner, PruneResult
 from mediacore.records.publisher import Backoff, Lag, Publisher
 from mediacore.records.recordings import RecordingHandle
-from mediacore.records.redis_sink import DEFAULT_MIN_MAXLEN, RedisSink
+from mediacore.records.redis_sink import DEFAULT_MIN_MAXLEN, DEFAULT_WINDOW, RedisSink
 from mediacore.records.retention import Due, RecordingIndex, Sweeper, SweepReport
 from mediacore.records.timefmt import utc_now
 from mediacore.records.writer import (
@@ -136,8 +136,10 @@ class RecordsService:
         publish_batch: int = 500,
         lag_log_interval: float = 30.0,
         close_timeout: float = 5.0,
+        marker_window: int = DEFAULT_WINDOW,
     ) -> None:
         self.config = config
+        self._marker_window = marker_window
         self.settings = config.records
         self.node = config.records.node
         self.storage_dir = Path(config.storage.dir)
@@ -192,7 +194,8 @@ class RecordsService:
                                      on_state=self._journal_state)
         redis = self.config.redis
         if redis is not None:
-            self._sink = _sink(self.config, min_maxlen=2 * self._publish_batch)
+            self._sink = _sink(self.config, min_maxlen=2 * self._publish_batch,
+                               window=self._marker_window)
             self._publisher = Publisher(
                 self.journal_dir, self._sink, batch=self._publish_batch,
                 backoff=Backoff(cap=self.settings.retry_max_delay),
@@ -442,7 +445,8 @@ class RecordsService:
             self._claim = None
 
 
-def _sink(config: Config, min_maxlen: int = DEFAULT_MIN_MAXLEN) -> RedisSink:
+def _sink(config: Config, min_maxlen: int = DEFAULT_MIN_MAXLEN,
+          window: int = DEFAULT_WINDOW) -> RedisSink:
     """The Redis side as configured: stream caps (raised to the safe floor), window TTL."""
     redis = config.redis
     assert redis is not None
@@ -455,7 +459,8 @@ def _sink(config: Config, min_maxlen: int = DEFAULT_MIN_MAXLEN) -> RedisSink:
     return RedisSink(redis.url, redis.prefix,
                      marker_ttl=config.records.marker_ttl_days * 86_400,
                      cdr_maxlen=redis.cdr_stream_maxlen,
-                     events_maxlen=redis.events_stream_maxlen, min_maxlen=min_maxlen)
+                     events_maxlen=redis.events_stream_maxlen, min_maxlen=min_maxlen,
+                     window=window)
 
 
 @dataclass(slots=True)
