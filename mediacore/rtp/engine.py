@@ -429,7 +429,7 @@ class MediaEngine:
         return session
 
     def close_session(self, session: Session) -> None:
-        """Stop relaying, then close the sockets and quarantine the ports.
+        """Stop relaying, then close the sockets and give the ports back to the pool.
 
         The order matters: the engine lets go of the sockets first (remove
         waits for its current batch), so a closed descriptor number reused by

@@ -1,4 +1,4 @@
-"""RTP/RTCP port pairs from the configured range, with a quarantine on reuse.
+"""RTP/RTCP port pairs from the configured range, reused least recently released first.
 
 Every call leg gets an even RTP port and the odd port above it for RTCP
 (RFC 3550 section 11: "RTP SHOULD use an even destination port number and
@@ -9,14 +9,18 @@ ours.
 Two rules keep calls apart:
 
 - A port another process holds (its bind fails) is skipped, not fought
-  over; it goes to the back of the queue to be tried again after a
-  quarantine, by which time it may be free.
-- A released pair is reused only after ``quarantine`` seconds (30 s by
-  default). Late packets of an ended call, or a peer that still sends to the
-  old port after a re-INVITE, would otherwise land in the next call on that
-  port and be latched to, relayed and recorded there. Pairs are handed out
-  in FIFO order, so the least recently used pair goes first and a port is
-  usually idle for much longer than the quarantine.
+  over; it is tried again ``quarantine`` seconds later, by which time it
+  may be free.
+- Pairs are handed out least recently released first: never-used pairs,
+  then released ones in the order they were released. Late packets of an
+  ended call, or a peer that still sends to the old port after a
+  re-INVITE, would otherwise land in the next call on that port, so a port
+  idles as long as the range allows. There is no fixed quarantine that
+  refuses calls while pairs sit unused: a pair is refused only when every
+  pair is in use (by our calls or another process). A pair handed out less
+  than ``quarantine`` seconds after its release is counted
+  (``reused_early``), so an operator sees a range that is too small for the
+  call rate before strict RTP source checks have to matter.
 
 The pool is sans-IO apart from the ``bind`` callable, which the tests
 replace (with a fake clock) to check quarantine, skipping and exhaustion
@@ -43,21 +47,20 @@ DEFAULT_QUARANTINE = 30.0
 
 
 class PortsExhausted(Exception):
-    """No pair can be had now: every pair is in use, quarantined or held elsewhere.
+    """No pair can be had now: every pair is in use by a call or held by another process.
 
     The call layer answers the INVITE with 503 Service Unavailable: the
-    condition is temporary (quarantined pairs come back), so a Retry-After
-    of about the quarantine is honest.
+    condition is temporary (calls end), so a short Retry-After is honest.
     """
 
-    def __init__(self, first: int, last: int, in_use: int, quarantined: int) -> None:
+    def __init__(self, first: int, last: int, in_use: int, held_elsewhere: int) -> None:
         self.first = first
         self.last = last
         self.in_use = in_use
-        self.quarantined = quarantined
+        self.held_elsewhere = held_elsewhere
         super().__init__(
-            f"no free RTP port pair in {first}-{last}: {in_use} in use, "
-            f"{quarantined} in quarantine (or held by another process)"
+            f"no free RTP port pair in {first}-{last}: {in_use} in use by calls, "
+            f"{held_elsewhere} held by other processes"
         )
 
 
@@ -120,52 +123,72 @@ class PortPool:
         self._clock = clock
         self._bind = bind
         start = first + (first & 1)
+        # Free pairs, least recently released at the head: the next to go.
         self._free: deque[int] = deque(range(start, last, 2))
         if not self._free:
             raise ValueError(f"port_range {first}-{last} holds no even/odd pair")
         self.capacity = len(self._free)
-        # (time the port may be tried again, rtp port), in release order, so
-        # the head is always the next to come out.
-        self._quarantined: deque[tuple[float, int]] = deque()
+        self._released_at: dict[int, float] = {}
+        # (time the port may be tried again, rtp port) for ports another
+        # process held when we tried them, in the order they were found.
+        self._held: deque[tuple[float, int]] = deque()
         self._in_use: set[int] = set()
+        #: Pairs handed out less than ``quarantine`` seconds after their release.
+        self.reused_early = 0
 
     @property
     def in_use(self) -> int:
+        """Pairs held by our calls."""
         return len(self._in_use)
 
     @property
-    def quarantined(self) -> int:
-        return len(self._quarantined)
+    def held_elsewhere(self) -> int:
+        """Pairs another process held when we last tried them."""
+        return len(self._held)
 
     @property
     def available(self) -> int:
-        """Pairs that can be tried now (after moving expired quarantine back)."""
-        self._thaw()
+        """Pairs that can be handed out now (not in use, not held elsewhere)."""
+        self._retry_held(self._clock())
         return len(self._free)
 
-    def allocate(self, address: str) -> PortPair:
-        """Bind and return the next free pair on ``address``.
+    @property
+    def cooling(self) -> int:
+        """Free pairs released less than ``quarantine`` seconds ago (reused only if need be)."""
+        since = self._clock() - self.quarantine
+        count = 0
+        for port in reversed(self._free):  # released in order: the newest at the tail
+            released = self._released_at.get(port)
+            if released is None or released <= since:
+                break
+            count += 1
+        return count
 
-        Raises PortsExhausted when every pair is in use or quarantined, or
-        when every free one is held by another process.
+    def allocate(self, address: str) -> PortPair:
+        """Bind and return the free pair released longest ago, on ``address``.
+
+        Raises PortsExhausted when every pair is in use or held by another
+        process (those are tried again, once, before giving up).
         """
-        self._thaw()
-        while self._free:
-            port = self._free.popleft()
-            try:
-                pair = self._try_bind(address, port)
-            except OSError:
-                self._free.appendleft(port)  # not the port's fault
-                raise
-            if pair is not None:
-                self._in_use.add(port)
-                return pair
-            # Held by someone else: try it again once a quarantine has passed.
-            self._quarantined.append((self._clock() + self.quarantine, port))
-        raise PortsExhausted(self.first, self.last, len(self._in_use), len(self._quarantined))
+        now = self._clock()
+        self._retry_held(now)
+        pair = self._first_bindable(address, now)
+        if pair is None and self._held:
+            # Nothing of ours is free: another process may have let go of a
+            # port before its retry time came.
+            self._free.extend(port for _, port in self._held)
+            self._held.clear()
+            pair = self._first_bindable(address, now)
+        if pair is None:
+            raise PortsExhausted(self.first, self.last, len(self._in_use), len(self._held))
+        released = self._released_at.pop(pair.rtp_port, None)
+        if released is not None and now - released < self.quarantine:
+            self.reused_early += 1
+        self._in_use.add(pair.rtp_port)
+        return pair
 
     def release(self, pair: PortPair) -> None:
-        """Close the pair's sockets and quarantine its ports.
+        """Close the pair's sockets and put its ports at the back of the queue.
 
         Releasing twice is a no-op rather than an error, so that cleanup
         paths (a failed call set-up, then the call's own teardown) need not
@@ -178,12 +201,27 @@ class PortPool:
         pair.rtcp.close()
         if pair.rtp_port in self._in_use:
             self._in_use.discard(pair.rtp_port)
-            self._quarantined.append((self._clock() + self.quarantine, pair.rtp_port))
+            self._released_at[pair.rtp_port] = self._clock()
+            self._free.append(pair.rtp_port)
 
-    def _thaw(self) -> None:
-        now = self._clock()
-        while self._quarantined and self._quarantined[0][0] <= now:
-            self._free.append(self._quarantined.popleft()[1])
+    def _first_bindable(self, address: str, now: float) -> PortPair | None:
+        while self._free:
+            port = self._free.popleft()
+            try:
+                pair = self._try_bind(address, port)
+            except OSError:
+                self._free.appendleft(port)  # not the port's fault
+                raise
+            if pair is not None:
+                return pair
+            # Held by someone else: try it again once a quarantine has passed.
+            self._released_at.pop(port, None)
+            self._held.append((now + self.quarantine, port))
+        return None
+
+    def _retry_held(self, now: float) -> None:
+        while self._held and self._held[0][0] <= now:
+            self._free.append(self._held.popleft()[1])
 
     def _try_bind(self, address: str, port: int) -> PortPair | None:
         try:

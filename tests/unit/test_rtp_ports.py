@@ -64,18 +64,38 @@ def test_pairs_are_even_rtp_and_the_next_odd_rtcp() -> None:
         pool.allocate(ADDR)
 
 
-def test_released_pair_waits_out_the_quarantine() -> None:
+def test_a_released_pair_is_reused_at_once_when_nothing_older_is_free() -> None:
     pool, _, clock = make(20000, 20003)  # two pairs
     first = pool.allocate(ADDR)
     pool.allocate(ADDR)
     pool.release(first)
     assert first.rtp.closed and first.rtcp.closed
-    assert (pool.in_use, pool.quarantined, pool.available) == (1, 1, 0)
-    clock.now += 29.999
-    with pytest.raises(PortsExhausted):
+    assert (pool.in_use, pool.available, pool.cooling) == (1, 1, 1)
+    clock.now += 1  # well inside the 30 s a pair should idle: reused all the same
+    again = pool.allocate(ADDR)
+    assert again.rtp_port == first.rtp_port
+    assert pool.reused_early == 1
+    with pytest.raises(PortsExhausted):  # now every pair is in use
         pool.allocate(ADDR)
-    clock.now += 0.001
-    assert pool.allocate(ADDR).rtp_port == first.rtp_port
+
+
+def test_a_pair_idle_for_the_quarantine_is_not_counted_as_early() -> None:
+    pool, _, clock = make(20000, 20001)
+    pool.release(pool.allocate(ADDR))
+    clock.now += 30
+    assert pool.cooling == 0
+    pool.allocate(ADDR)
+    assert pool.reused_early == 0
+
+
+def test_the_longest_released_pair_goes_first_even_inside_the_quarantine() -> None:
+    pool, _, clock = make(20000, 20005)  # three pairs
+    pairs = [pool.allocate(ADDR) for _ in range(3)]
+    for p in (pairs[1], pairs[2], pairs[0]):
+        pool.release(p)
+        clock.now += 1
+    assert pool.cooling == 3
+    assert [pool.allocate(ADDR).rtp_port for _ in range(3)] == [20002, 20004, 20000]
 
 
 def test_reuse_is_least_recently_used_first() -> None:
@@ -96,12 +116,21 @@ def test_ports_held_by_another_process_are_skipped_and_retried_later() -> None:
     assert pair.rtp_port == 20002  # 20000's RTCP port is taken
     assert host.bound[20000].closed  # the half-bound RTP socket was let go
     assert pool.allocate(ADDR).rtp_port == 20006  # 20004 is taken
-    assert pool.quarantined == 2
+    assert (pool.held_elsewhere, pool.available) == (2, 0)
+    attempts = len(host.attempts)
     with pytest.raises(PortsExhausted):
         pool.allocate(ADDR)
+    assert len(host.attempts) > attempts  # tried the held ones again before refusing
     host.held.clear()
     clock.now += 30
     assert sorted(pool.allocate(ADDR).rtp_port for _ in range(2)) == [20000, 20004]
+
+
+def test_a_port_another_process_let_go_of_is_taken_before_its_retry_time() -> None:
+    pool, host, _ = make(20000, 20003, held={20002})
+    pool.allocate(ADDR)
+    host.held.clear()  # the other process closed it a moment later
+    assert pool.allocate(ADDR).rtp_port == 20002
 
 
 def test_exhaustion_says_why() -> None:
@@ -109,8 +138,9 @@ def test_exhaustion_says_why() -> None:
     pool.allocate(ADDR)
     with pytest.raises(PortsExhausted) as info:
         pool.allocate(ADDR)
-    assert (info.value.in_use, info.value.quarantined) == (1, 1)
+    assert (info.value.in_use, info.value.held_elsewhere) == (1, 1)
     assert "20000-20003" in str(info.value) and "1 in use" in str(info.value)
+    assert "1 held by other processes" in str(info.value)
 
 
 def test_permission_denied_is_skipped_like_in_use() -> None:
@@ -135,7 +165,9 @@ def test_release_is_idempotent() -> None:
     pair = pool.allocate(ADDR)
     pool.release(pair)
     pool.release(pair)
-    assert (pool.in_use, pool.quarantined) == (0, 1)
+    assert (pool.in_use, pool.available) == (0, 5)
+    assert [pool.allocate(ADDR).rtp_port for _ in range(5)] == [
+        20002, 20004, 20006, 20008, 20000]
 
 
 def test_zero_quarantine_reuses_at_once() -> None:
