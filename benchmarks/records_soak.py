@@ -180,10 +180,8 @@ async def run_soak(storage: Path, redis_url: str, options: Options,
         out.duplicates += stats.duplicates
         out.journaled += stats.journaled
         out.deletions += stats.recordings_deleted
-        pruner = service._pruner
-        if pruner is not None:
-            out.pruned_files += pruner.files_removed
-            out.pruned_bytes += pruner.bytes_removed
+        out.pruned_files += stats.journal_files_pruned
+        out.pruned_bytes += stats.journal_bytes_pruned
         await service.close()
 
     service = await start()

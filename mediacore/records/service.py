@@ -123,6 +123,8 @@ class RecordsStats:
     recordings_deleted: int
     sweep_failures: int
     redis_reconnects: int = 0
+    journal_files_pruned: int = 0
+    journal_bytes_pruned: int = 0
 
 
 class RecordsService:
@@ -345,6 +347,8 @@ class RecordsService:
             recordings_deleted=sweeper.deleted if sweeper else 0,
             sweep_failures=sweeper.failures if sweeper else 0,
             redis_reconnects=publisher.reconnects if publisher else 0,
+            journal_files_pruned=self._pruner.files_removed if self._pruner else 0,
+            journal_bytes_pruned=self._pruner.bytes_removed if self._pruner else 0,
         )
 
     async def sweep(self) -> SweepReport:
