@@ -27,6 +27,7 @@ from mediacore.calls.recording_pump import RecordingPump
 from mediacore.calls.voicemail import SpoolInUse, VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
 from mediacore.diskspace import FreeSpace
+from mediacore.host_checks import raise_open_file_limit
 from mediacore.metrics.service import MetricsService
 from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
 from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
@@ -377,6 +378,8 @@ def serve(config_path: str | None, log_level: str | None = None) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
+    # Up to LimitNOFILE's hard limit, before the check that the port range fits it.
+    raise_open_file_limit()
     found = checks.problems(config)
     if found:
         for problem in found:

@@ -4,7 +4,8 @@
 knowledge: two entries may be the same number once normalised to E.164
 (``0900123456`` and ``+31900123456``), and a number's announcement must
 name a prompt that exists. ``mediacore check-config`` and ``serve`` (before
-any socket opens) and SIGHUP reloads all run them.
+any socket opens) and SIGHUP reloads all run them, and the host checks of
+``host_checks.py`` (storage writable, addresses local, the port range fits).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict
 from mediacore.calls.call import DEFAULT_RECORDING_NOTICE, VOICEMAIL_PROMPTS
 from mediacore.calls.routing import NumberingPlan, NumberPlan
 from mediacore.config import Config
+from mediacore.host_checks import host_problems
 from mediacore.rtp.player import PromptLibrary
 
 
@@ -44,4 +46,4 @@ def problems(config: Config) -> list[str]:
                 prompts.path_of(name)
             except (OSError, ValueError) as error:
                 found.append(f"number[{index}].{key}: {error}")
-    return found
+    return found + host_problems(config)
