@@ -123,6 +123,9 @@ def test_sdist_holds_the_cython_sources_not_generated_c(dist: Dist) -> None:
 
 
 def test_wheel_has_the_prompts_and_no_build_sources(dist: Dist) -> None:
+    tag = run([target_python(), "-c", "import sys; print('cp%d%d' % sys.version_info[:2])"],
+              timeout=30).strip()
+    assert f"-{tag}-{tag}-" in dist.wheel.name  # built for the interpreter under test
     names = set(zipfile.ZipFile(dist.wheel).namelist())
     assert not [n for n in names if n.endswith(BUILD_SOURCES)], sorted(names)
     assert {f"mediacore/data/announcements/{p}" for p in PROMPTS} <= names
