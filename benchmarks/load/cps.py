@@ -31,6 +31,11 @@ combined figure is the sum.
     .venv/bin/python -m benchmarks.load.cps --modes anchored --rates 300 500 --seconds 10
     .venv/bin/python -m benchmarks.load.cps --servers 2 --redis --modes anchored
     .venv/bin/python -m benchmarks.load.cps --modes anchored --rates 500 --profile-rate 500
+    .venv/bin/python -m benchmarks.load.cps --modes anchored --rates 500 --metrics
+
+``--metrics`` gives each server a ``[metrics] listen`` and scrapes its
+/metrics every second through the steps, as Prometheus would: run it
+alternately with a run without, to see what metrics cost per call.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from benchmarks.load.common import (
     PortPlan,
     Redis,
     Sampler,
+    Scraper,
     Server,
     ServerSpec,
     SippRun,
@@ -115,6 +121,8 @@ def parse_args() -> argparse.Namespace:
                         help="end a ramp after this many failing steps in a row")
     parser.add_argument("--profile-rate", type=int, default=None,
                         help="run py-spy on the server during the step at this rate")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve [metrics] and scrape /metrics every second during the run")
     add_package_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir")
     return parser.parse_args()
@@ -135,6 +143,7 @@ def run_mode(mode: str, args: argparse.Namespace, sipp: str, base: Path,
     lanes: list[Lane] = []
     sampler = Sampler(1.0).start()
     rows: list[dict[str, Any]] = []
+    scrapers: list[Scraper] = []
     try:
         for index in range(args.servers):
             ports = plan.fixed(12)  # SIP: server, callee, caller; media: 4 each
@@ -145,7 +154,7 @@ def run_mode(mode: str, args: argparse.Namespace, sipp: str, base: Path,
                 name=f"{mode}-{index}", sip_port=ports, rtp_range=rtp_range,
                 storage=base / f"{mode}-{index}" / "var", target_port=ports + 1,
                 record=record, redis_url=redis.url if redis else None,
-                node=f"load-{index}")
+                node=f"load-{index}", metrics_port=plan.fixed(1) if args.metrics else None)
             cpus = server_cpus
             if args.servers > 1:  # one server per core; SIPp floats over both
                 cpus = str(index % (os.cpu_count() or 1)) if args.pin else None
@@ -161,6 +170,8 @@ def run_mode(mode: str, args: argparse.Namespace, sipp: str, base: Path,
                                 stat=False, timeout=budget)
             sampler.add(f"callee{index}", callee.pid)
             lanes.append(Lane(index, server, callee, ports + 2, ports + 8))
+            if spec.metrics_port is not None:
+                scrapers.append(Scraper(f"http://127.0.0.1:{spec.metrics_port}/metrics").start())
             log(f"{mode}: server {index} pid {server.pid} on cpus {cpus or 'any'}, "
                 f"sip {spec.sip_port}, rtp {spec.rtp_range[0]}-{spec.rtp_range[1]}")
         time.sleep(1.0)
@@ -177,6 +188,11 @@ def run_mode(mode: str, args: argparse.Namespace, sipp: str, base: Path,
             if number + 1 < len(args.rates):
                 time.sleep(args.gap)
     finally:
+        for number, scraper in enumerate(scrapers):
+            scraped = scraper.stop()
+            log(f"{mode}: server {number} scraped {scraped}")
+            for row in rows:
+                row.setdefault("scrapes", []).append(scraped)
         for lane in lanes:
             lane.callee.stop()
             code = lane.server.stop()

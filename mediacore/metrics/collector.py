@@ -201,13 +201,13 @@ class ServerCollector(Collector):
 
     def _rtp(self) -> Iterator[Metric]:
         engine = self.view.engine
-        sessions = engine.sessions
-        totals = self.relay.snapshot(sessions)
+        open_stats = engine.open_stats()
+        totals = self.relay.snapshot(open_stats)
         yield GaugeMetricFamily("mediacore_rtp_engine_up",
                                 "1 while the media engine's packet thread runs",
                                 value=int(engine.running))
         yield GaugeMetricFamily("mediacore_rtp_sessions", "RTP relay sessions open (one per "
-                                "call with media)", value=len(sessions))
+                                "call with media)", value=len(open_stats))
         for name, help_text, attribute in (
             ("mediacore_rtp_packets_received", "RTP packets received, by direction", "packets"),
             ("mediacore_rtp_received_bytes", "RTP bytes received (UDP payload), by direction",

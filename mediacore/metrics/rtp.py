@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from prometheus_client import Histogram
 
-from mediacore.rtp.engine import Session
-from mediacore.rtp.stats import SessionStats, StreamStats
+from mediacore.rtp.engine import RawStats
 
 #: Label values of the ``direction`` label: where the packets came from.
 DIRECTIONS = ("from_caller", "from_target")
@@ -43,19 +43,22 @@ class DirectionTotals:
     foreign: int = 0
     dtmf_events: int = 0
 
-    def add(self, stream: StreamStats) -> None:
-        self.packets += stream.packets
-        self.bytes += stream.bytes
-        self.forwarded += stream.forwarded
-        self.lost += max(0, stream.lost)
-        self.rtcp_packets += stream.rtcp_packets
-        self.rtcp_bytes += stream.rtcp_bytes
-        self.no_destination += stream.no_destination
-        self.send_errors += stream.send_errors
-        self.garbage += stream.garbage
-        self.strict_dropped += stream.strict_dropped
-        self.foreign += stream.foreign
-        self.dtmf_events += stream.dtmf_events
+    def add(self, stream: dict[str, Any]) -> None:
+        """Add one direction's raw engine counters (``_stream_dict``'s keys)."""
+        self.packets += stream["packets"]
+        self.bytes += stream["bytes"]
+        self.forwarded += stream["forwarded"]
+        lost = stream["expected"] - stream["received"]
+        if lost > 0:
+            self.lost += lost
+        self.rtcp_packets += stream["rtcp_packets"]
+        self.rtcp_bytes += stream["rtcp_bytes"]
+        self.no_destination += stream["no_destination"]
+        self.send_errors += stream["send_errors"]
+        self.garbage += stream["garbage"]
+        self.strict_dropped += stream["strict_dropped"]
+        self.foreign += stream["foreign"]
+        self.dtmf_events += stream["dtmf_events"]
 
     def copy(self) -> DirectionTotals:
         return DirectionTotals(*(getattr(self, f.name) for f in fields(self)))
@@ -71,22 +74,21 @@ class RelayTotals:
         self._jitter_children = (
             {d: jitter.labels(direction=d) for d in DIRECTIONS} if jitter is not None else {})
 
-    def session_closed(self, stats: SessionStats) -> None:
+    def session_closed(self, stats: RawStats) -> None:
         """The engine's ``on_session_closed``: once per call, on the loop."""
         self.sessions_closed += 1
-        for direction, stream in zip(DIRECTIONS, (stats.a_to_b, stats.b_to_a), strict=True):
+        for direction, stream in zip(DIRECTIONS, stats[:2], strict=True):
             self.closed[direction].add(stream)
             child = self._jitter_children.get(direction)
-            if child is not None and stream.packets > 1 and stream.clock_rate:
-                child.observe(stream.jitter / stream.clock_rate)
+            rate = stream["clock_rate"]
+            if child is not None and stream["packets"] > 1 and rate:
+                child.observe(stream["jitter_q4"] / 16 / rate)  # RFC 3550 A.8 keeps it x16
 
-    def snapshot(self, open_sessions: Iterable[Session]) -> dict[str, DirectionTotals]:
+    def snapshot(self, open_sessions: Iterable[RawStats]) -> dict[str, DirectionTotals]:
+        """Closed sessions' totals plus ``open_sessions``' (MediaEngine.open_stats())."""
         totals = {direction: t.copy() for direction, t in self.closed.items()}
-        for session in open_sessions:
-            try:
-                stats = session.stats()
-            except ValueError:  # closed between listing and reading
-                continue
-            totals[DIRECTIONS[0]].add(stats.a_to_b)
-            totals[DIRECTIONS[1]].add(stats.b_to_a)
+        caller, target = totals[DIRECTIONS[0]], totals[DIRECTIONS[1]]
+        for stats in open_sessions:
+            caller.add(stats[0])
+            target.add(stats[1])
         return totals

@@ -23,7 +23,6 @@ from mediacore.metrics.rtp import RelayTotals
 from mediacore.records import RecordsService
 from mediacore.rtp.engine import MediaEngine
 from mediacore.rtp.ports import PortPool
-from mediacore.rtp.stats import SessionStats, StreamStats
 from mediacore.sip.endpoint import SipEndpoint
 from tests.unit.test_call_flows import CARRIER, Harness, in_dialog, ring_and_answer
 
@@ -123,31 +122,37 @@ def test_every_mediacore_metric_follows_the_naming_conventions(view: View) -> No
         assert "_ms" not in family.name and "milli" not in family.name
 
 
-def stream(**counts: int) -> StreamStats:
-    fields = dict(packets=0, bytes=0, payload_bytes=0, expected=0, lost=0, jitter=0.0,
-                  jitter_ms=0.0, clock_rate=8000, ssrc=None, first_arrival_ns=None,
-                  last_arrival_ns=None, rtcp_packets=0, rtcp_bytes=0, forwarded=0,
-                  no_destination=0, send_errors=0, garbage=0, strict_dropped=0, foreign=0,
-                  relatches=0, dtmf_events=0, injected=0)
+def stream(**counts: int) -> dict[str, int | None]:
+    """One direction's counters as the engine copies them out (_engine.pyx _stream_dict)."""
+    fields: dict[str, int | None] = dict(
+        packets=0, bytes=0, payload_bytes=0, expected=0, received=0, jitter_q4=0,
+        clock_rate=8000, ssrc=None, first_arrival_ns=None, last_arrival_ns=None,
+        rtcp_packets=0, rtcp_bytes=0, forwarded=0, no_destination=0, send_errors=0,
+        garbage=0, strict_dropped=0, foreign=0, relatches=0, dtmf_events=0, injected=0)
     fields.update(counts)
-    return StreamStats(**fields)  # type: ignore[arg-type]
+    return fields
 
 
 def test_closed_sessions_keep_counting_and_negative_loss_is_floored() -> None:
     metrics = Metrics()
     totals: RelayTotals = metrics.relay
-    totals.session_closed(SessionStats(
-        stream(packets=500, bytes=86_000, forwarded=499, lost=3, jitter=80.0),
-        stream(packets=498, bytes=85_656, forwarded=498, lost=-2, garbage=1), 0, 0))
-    totals.session_closed(SessionStats(stream(packets=10, forwarded=10), stream(), 0, 0))
-    snapshot = totals.snapshot([])
-    assert snapshot["from_caller"].packets == 510
+    totals.session_closed((
+        stream(packets=500, bytes=86_000, forwarded=499, expected=503, received=500,
+               jitter_q4=1280),
+        stream(packets=498, bytes=85_656, forwarded=498, expected=496, received=498,
+               garbage=1), 0, 0))
+    totals.session_closed((stream(packets=10, forwarded=10), stream(), 0, 0))
+    open_session = (stream(packets=5, expected=7, received=5), stream(), 0, 0)
+    snapshot = totals.snapshot([open_session])
+    assert snapshot["from_caller"].packets == 515
     assert snapshot["from_caller"].forwarded == 509
-    assert snapshot["from_caller"].lost == 3
+    assert snapshot["from_caller"].lost == 5
     assert snapshot["from_target"].lost == 0  # duplicates do not make loss negative
     assert snapshot["from_target"].garbage == 1
-    # Jitter observed once per direction with packets: 80/8000 s = 10 ms.
+    assert totals.snapshot([])["from_caller"].packets == 510  # open ones are not kept
+    # Jitter observed once per direction with packets: 1280/16/8000 s = 10 ms.
     assert metrics.jitter.labels(direction="from_caller")._sum.get() == pytest.approx(0.01)
+    assert metrics.jitter.labels(direction="from_target")._sum.get() == pytest.approx(0.0)
 
 
 # --- the HTTP head parser ------------------------------------------------------------
