@@ -198,3 +198,26 @@ def test_head_requests_get_headers_only() -> None:
     assert response.serialize(head_only=True).endswith(b"Connection: close\r\n\r\n")
     assert b"Content-Length: 5" in response.serialize(head_only=True)
     assert response.serialize().endswith(b"\r\n\r\nhello")
+
+
+def test_the_grafana_dashboard_queries_only_metrics_we_export(view: View) -> None:
+    import json
+    import re
+
+    from tests.unit.test_sip_endpoint import request
+
+    view.endpoint.receive(request("OPTIONS"), CARRIER, 0.0)  # label sets appear with use
+    metrics = Metrics()
+    metrics.collect_server(view)
+    exported = {s.name for f in text_string_to_metric_families(
+        generate_latest(metrics.registry).decode()) for s in f.samples}
+    dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/mediacore.json")
+                           .read_text())
+    assert any(v["type"] == "datasource" for v in dashboard["templating"]["list"])
+    used = set()
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}"
+        for target in panel["targets"]:
+            used |= set(re.findall(r"mediacore_[a-z_]+", target["expr"]))
+    assert len(used) > 25
+    assert used <= exported, used - exported
