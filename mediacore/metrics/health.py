@@ -48,9 +48,15 @@ def readiness_problems(view: HealthView) -> list[str]:
         problems.append("starting: SIP is not listening yet")
     elif not (view.transports.bound("udp") or view.transports.bound("tcp")):
         problems.append("SIP is not listening")
-    journal = journal_problem(view.records.journal_dir)
-    if journal is not None:
-        problems.append(journal)
+    records = view.records
+    if not records.journal_writable:
+        # The records service's own view: a failed write waiting for its
+        # retry, a full or read-only filesystem (new INVITEs get 503 then).
+        problems.append(f"journal unwritable ({records.journal_problem})")
+    else:
+        journal = journal_problem(records.journal_dir)
+        if journal is not None:
+            problems.append(journal)
     if not view.engine.running:
         problems.append("the media engine thread is not running")
     return problems
