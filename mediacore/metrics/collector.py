@@ -252,6 +252,13 @@ class ServerCollector(Collector):
                                 value=pool.available)
         yield GaugeMetricFamily("mediacore_rtp_port_pairs_capacity",
                                 "RTP/RTCP port pairs in rtp.port_range", value=pool.capacity)
+        yield GaugeMetricFamily("mediacore_rtp_port_pairs_held_elsewhere",
+                                "Port pairs in rtp.port_range another process held when "
+                                "tried", value=pool.held_elsewhere)
+        yield CounterMetricFamily("mediacore_rtp_port_pairs_reused_early",
+                                  "Port pairs handed out less than 30 s after their release "
+                                  "(the range is small for the call rate)",
+                                  value=pool.reused_early)
 
     def _monotonic(self, name: str, label: str, value: int) -> int:
         key = (name, label)

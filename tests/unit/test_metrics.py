@@ -90,6 +90,8 @@ def test_a_call_shows_in_the_scrape(harness: Harness, view: View) -> None:
     assert after[("mediacore_sip_transaction_timeouts_total", (("timer", "B"),))] == 0
     assert after[("mediacore_rtp_port_pairs_capacity", ())] == 50
     assert after[("mediacore_rtp_port_pairs_free", ())] == 50
+    assert after[("mediacore_rtp_port_pairs_held_elsewhere", ())] == 0
+    assert after[("mediacore_rtp_port_pairs_reused_early_total", ())] == 0
     assert after[("mediacore_rtp_engine_up", ())] == 0  # never started here
     assert after[("mediacore_journal_unpublished_records", ())] == 0
     assert after[("mediacore_redis_up", ())] == 0  # no [redis]
