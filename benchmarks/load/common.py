@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -229,7 +230,18 @@ def pairs_for(rate: float, call_seconds: float, load_seconds: float) -> int:
     call, and the same for both versions, so that runs compare.
     """
     busy = min(load_seconds + call_seconds, call_seconds + PORT_QUARANTINE)
-    return int(rate * 2 * busy * 1.1) + 200
+    wanted = int(rate * 2 * busy * 1.1) + 200
+    # The server refuses a range whose sockets would not fit the open-file
+    # limit (mediacore/host_checks.py: 2.5 descriptors per pair + 256); the
+    # current pool needs only rate x 2 x call pairs, far below the cap.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY:
+        fitting = int((hard - 256) / 2.5) - 1
+        if wanted > fitting:
+            log(f"RTP range capped at {fitting} pairs (open-file limit {hard}); "
+                f"a quarantining older version would want {wanted}")
+            wanted = fitting
+    return wanted
 
 
 # --- /proc ----------------------------------------------------------------------
