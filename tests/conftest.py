@@ -53,3 +53,16 @@ def sipp_binary() -> str:
         pytest.fail("sipp is not installed: run scripts/test (it installs it) "
                     "or apt-get install sip-tester")
     return binary
+
+
+@pytest.fixture
+def echo_callee(sipp_binary: str) -> Iterator[int]:
+    """A SIPp target on a free port that answers one call and echoes its RTP."""
+    from tests.support.server import free_sip_port
+    from tests.support.sipp import sipp_in_background
+
+    port = free_sip_port()
+    with sipp_in_background(sipp_binary, ["-sn", "uas", "-i", "127.0.0.1", "-p", str(port),
+                                          "-m", "1", "-rtp_echo"]):
+        yield port
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 import soundfile
 
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import call_with_pcap, sipp_in_background
+from tests.support.sipp import call_with_pcap
 
 pytestmark = pytest.mark.integration
 
@@ -44,25 +43,16 @@ ring_timeout = 10
 """
 
 
-@pytest.fixture
-def callee(sipp_binary: str) -> Iterator[int]:
-    """A SIPp target that answers one call and echoes its RTP."""
-    port = free_sip_port()
-    with sipp_in_background(sipp_binary, ["-sn", "uas", "-i", "127.0.0.1", "-p", str(port),
-                                          "-m", "1", "-rtp_echo"]):
-        yield port
-
-
 def cdrs(log: str) -> list[dict[str, str]]:
     return [json.loads(match) for match in re.findall(r": CDR (\{.*\})", log)]
 
 
 def test_recorded_call_with_announcement_audio_and_cdr(
-    tmp_path: Path, sipp_binary: str, callee: int
+    tmp_path: Path, sipp_binary: str, echo_callee: int
 ) -> None:
     sip_port = free_sip_port()
     storage = tmp_path / "var"
-    server = MediacoreServer(tmp_path, config(sip_port, callee, storage), sip_port)
+    server = MediacoreServer(tmp_path, config(sip_port, echo_callee, storage), sip_port)
     server.start()
     try:
         result = call_with_pcap(sipp_binary, "caller_pcap.xml", service=SERVICE,

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.server import MediacoreServer, free_sip_port
-from tests.support.sipp import call_with_pcap, sipp_in_background
+from tests.support.sipp import call_with_pcap
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +44,6 @@ ring_timeout = 10
 """
 
 
-@pytest.fixture
-def callee(sipp_binary: str) -> Iterator[int]:
-    port = free_sip_port()
-    with sipp_in_background(sipp_binary, ["-sn", "uas", "-i", "127.0.0.1", "-p", str(port),
-                                          "-m", "1", "-rtp_echo"]):
-        yield port
-
-
 def journal_cdrs(config_path: Path) -> list[dict[str, str]]:
     listed = subprocess.run(
         [sys.executable, "-m", "mediacore", "cdr", "list", "--format", "json",
@@ -60,9 +51,9 @@ def journal_cdrs(config_path: Path) -> list[dict[str, str]]:
     return json.loads(listed.stdout)
 
 
-def one_call(tmp_path: Path, sipp_binary: str, callee: int, log: str) -> tuple[str, dict]:
+def one_call(tmp_path: Path, sipp_binary: str, echo_callee: int, log: str) -> tuple[str, dict]:
     sip_port = free_sip_port()
-    server = MediacoreServer(tmp_path, config(sip_port, callee, tmp_path / "var", log),
+    server = MediacoreServer(tmp_path, config(sip_port, echo_callee, tmp_path / "var", log),
                              sip_port, log_level=None)
     server.start()
     try:
@@ -78,9 +69,9 @@ def one_call(tmp_path: Path, sipp_binary: str, callee: int, log: str) -> tuple[s
 
 
 def test_default_level_logs_how_a_call_ended_but_not_who_called(
-    tmp_path: Path, sipp_binary: str, callee: int
+    tmp_path: Path, sipp_binary: str, echo_callee: int
 ) -> None:
-    log, cdr = one_call(tmp_path, sipp_binary, callee, log="")
+    log, cdr = one_call(tmp_path, sipp_binary, echo_callee, log="")
     # The journal has the whole CDR, with the shown caller: the log has none of it.
     assert cdr["caller"] == "+31612345678" and cdr["disposition"] == "answered"
     for form in CALLER_FORMS:
@@ -94,9 +85,9 @@ def test_default_level_logs_how_a_call_ended_but_not_who_called(
 
 
 def test_json_log_lines_carry_the_call_id_as_a_field(
-    tmp_path: Path, sipp_binary: str, callee: int
+    tmp_path: Path, sipp_binary: str, echo_callee: int
 ) -> None:
-    log, cdr = one_call(tmp_path, sipp_binary, callee, log='[log]\nformat = "json"')
+    log, cdr = one_call(tmp_path, sipp_binary, echo_callee, log='[log]\nformat = "json"')
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]
     assert lines, "no log lines"
     for line in lines:
