@@ -104,8 +104,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=15, help="length of each step")
     parser.add_argument("--hold-ms", type=int, default=1000, help="talk time of each call")
     parser.add_argument("--gap", type=float, default=PORT_QUARANTINE + 2,
-                        help="pause between steps (seconds); default lets quarantined "
-                             "ports return")
+                        help="pause between steps (seconds); the default lets an older "
+                             "version's quarantined ports return")
     parser.add_argument("--port-range", type=int, nargs=2, metavar=("FIRST", "LAST"),
                         help="the server's rtp.port_range instead of one sized for the "
                              "load (e.g. the default 20000 29999, to see the quarantine bite)")

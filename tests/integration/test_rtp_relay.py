@@ -559,7 +559,7 @@ def test_sessions_are_isolated_and_removable_under_traffic(
     finally:
         stop.set()
         sender.join()
-    assert pool.in_use == 40 and pool.quarantined == 40
+    assert pool.in_use == 40 and pool.cooling == 40  # released just now, reused last
     with pytest.raises(ValueError, match="removed"):
         sessions[0]._handle.stats()
     assert engine.sessions == sessions[1::2]
@@ -615,7 +615,7 @@ def test_port_held_by_another_process_is_skipped(peers) -> None:
             engine.start()
             s = engine.open_session()
             assert (s.leg_a.rtp, s.leg_b.rtp) == (base + 2, base + 4)
-            assert pool.quarantined == 1  # tried again after the quarantine
+            assert pool.held_elsewhere == 1  # tried again after the quarantine
     finally:
         holder.stdin.close()
         holder.wait(timeout=DEADLINE)
@@ -632,6 +632,6 @@ def test_close_stops_the_thread_and_releases_every_port(pool: PortPool, peers) -
     engine.close()
     engine.close()
     assert thread is not None and not thread.is_alive()
-    assert s1.closed and s2.closed and pool.in_use == 0 and pool.quarantined == 4
+    assert s1.closed and s2.closed and pool.in_use == 0 and pool.cooling == 4
     with pytest.raises(RuntimeError):
         engine.open_session()
