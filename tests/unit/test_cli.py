@@ -29,7 +29,8 @@ def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) ->
     ("argv", "out"),
     [
         (["cdr", "list"], "call_id,sip_call_id,number,owner,caller,target,start,answer,end,"
-                          "duration,disposition,sip_status,hangup_by,recording,node,recording_error\n"),
+                          "duration,disposition,sip_status,hangup_by,recording,node,"
+                          "recording_error\n"),
         (["cdr", "list", "--format", "json"], "[]\n"),
         (["retention", "sweep"], "retention: 0 recordings deleted"),
     ],
