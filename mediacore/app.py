@@ -9,6 +9,7 @@ Config errors surface before any socket opens (``load_config`` runs first).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -23,6 +24,8 @@ from mediacore import __version__, checks, logs
 from mediacore.calls.b2bua import B2BUA
 from mediacore.calls.call import Call, CallState, LocalContact
 from mediacore.calls.engine_media import EngineMedia
+from mediacore.calls.latching import LegLatching, call_leg_latching
+from mediacore.calls.media import Side
 from mediacore.calls.recording_pump import RecordingPump
 from mediacore.calls.voicemail import SpoolInUse, VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
@@ -117,9 +120,16 @@ class Server:
 
     def _media_for(self, call_id: str) -> EngineMedia:
         media = EngineMedia(call_id, self.engine, self.prompts, self._prompt_done,
-                            self.recording_pump)
+                            self.recording_pump,
+                            latching=functools.partial(self._latching_for, call_id))
         self._call_of_session[media.session.id] = call_id
         return media
+
+    def _latching_for(self, call_id: str, side: Side) -> LegLatching:
+        """A leg's latching policy, read when the call sets the leg's SDP address
+        (the call exists by then; its number and SIP peers decide)."""
+        call = self.b2bua.calls.get(call_id) if self.b2bua is not None else None
+        return call_leg_latching(self.config.rtp, call, side)
 
     def _prompt_done(self, call_id: str) -> None:
         assert self.b2bua is not None

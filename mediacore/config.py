@@ -28,6 +28,10 @@ STARTTLS_MODES = ("opportunistic", "required", "off")
 FSYNC_MODES = ("record", "batch")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: How a call's media legs latch (mediacore/rtp/engine.py, Latching): ``strict``
+#: accepts only the address SDP signalled, ``nat`` latches onto the first
+#: source on a signalled host (SDP's or the SIP peer's) and then only that one.
+LATCHING_MODES = ("strict", "nat")
 
 
 class ConfigError(Exception):
@@ -95,6 +99,13 @@ class RtpConfig:
     address: str = "127.0.0.1"
     port_range: tuple[int, int] = (20000, 29999)
     inactivity_timeout: float = 30.0
+    #: Every leg's latching mode unless its number says otherwise
+    #: (``number.media_latching``): one of LATCHING_MODES.
+    latching: str = "strict"
+    #: nat legs: seconds of silence of the latched source after which a
+    #: source on a signalled host may take the leg over; 0: only signalling
+    #: (a re-INVITE or UPDATE with new SDP) moves a latch.
+    relatch_after: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,9 @@ class NumberConfig:
     voicemail_email: str | None = None
     max_duration: float = 7200.0
     voicemail_max_duration: float = 180.0
+    #: This number's calls latch their media so (both legs) instead of
+    #: ``rtp.latching``; None: as ``rtp.latching`` says.
+    media_latching: str | None = None
 
 
 @dataclass(frozen=True)
@@ -312,6 +326,10 @@ def _port(value: int) -> str | None:
     return None if 1 <= value <= 65535 else "must be a port number from 1 to 65535"
 
 
+def _latching_mode(value: str) -> str | None:
+    return None if value in LATCHING_MODES else f"must be one of {', '.join(LATCHING_MODES)}"
+
+
 def _ip_address(value: str) -> str | None:
     try:
         ipaddress.ip_address(value)
@@ -409,7 +427,8 @@ def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
 def _read_rtp(r: _Reader, table: dict[str, Any]) -> RtpConfig:
     default = RtpConfig()
     with r.at("rtp"):
-        r.unknown_keys(table, {"address", "port_range", "inactivity_timeout"})
+        r.unknown_keys(table, {"address", "port_range", "inactivity_timeout", "latching",
+                               "relatch_after"})
         port_range = default.port_range
         raw = r.value(table, "port_range", list, None)
         if raw is not None:
@@ -427,6 +446,9 @@ def _read_rtp(r: _Reader, table: dict[str, Any]) -> RtpConfig:
             port_range=port_range,
             inactivity_timeout=float(r.value(table, "inactivity_timeout", (int, float),
                                              default.inactivity_timeout, _positive)),
+            latching=r.value(table, "latching", str, default.latching, _latching_mode),
+            relatch_after=float(r.value(table, "relatch_after", (int, float),
+                                        default.relatch_after, _not_negative)),
         )
 
 
@@ -557,7 +579,8 @@ def _read_log(r: _Reader, table: dict[str, Any]) -> LogConfig:
 
 
 NUMBER_KEYS = {"number", "owner", "targets", "ring_timeout", "record", "retention_days",
-               "announcement", "voicemail_email", "max_duration", "voicemail_max_duration"}
+               "announcement", "voicemail_email", "max_duration", "voicemail_max_duration",
+               "media_latching"}
 
 
 def _read_number(r: _Reader, table: Any, index: int) -> NumberConfig | None:
@@ -599,6 +622,7 @@ def _read_number(r: _Reader, table: Any, index: int) -> NumberConfig | None:
                                                  (int, float), 180.0, _positive)),
             max_duration=float(r.value(table, "max_duration", (int, float), 7200.0,
                                        _positive)),
+            media_latching=r.value(table, "media_latching", str, None, _latching_mode),
         )
 
 

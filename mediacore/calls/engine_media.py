@@ -12,6 +12,13 @@ read-only or unwritable dir, below the free-space reserve) or that fails
 later leaves the call going on unrecorded; what reached the file stays a
 valid WAV with its handle, and :meth:`EngineMedia.stop_recording` says why,
 for the CDR's ``recording_error``. The pump counts and logs each failure once.
+
+Each time the call says where a leg receives (:meth:`EngineMedia.set_remote`,
+from an INVITE's, answer's, re-INVITE's or UPDATE's SDP) the leg's latching
+policy is set first (calls/latching.py: strict, or nat with the leg's SIP
+peer), so a new target or a new SDP always starts from a fresh, signalled
+latch. Packets the engine dropped for their source are reported once, when
+the call's media closes (a warning: someone sent media into the call).
 """
 
 from __future__ import annotations
@@ -24,16 +31,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mediacore.calls.call import CallError
+from mediacore.calls.latching import LegLatching
 from mediacore.calls.media import RecordingFailed, RecordingResult, Side
 from mediacore.calls.recording_pump import RecordingPump
 from mediacore.randomness import random_bits
-from mediacore.rtp.engine import Leg, MediaEngine, Session
+from mediacore.rtp.engine import Latching, Leg, MediaEngine, Session
 from mediacore.rtp.player import Codec, PromptLibrary, PromptPlayer, play
 from mediacore.rtp.ports import PortsExhausted
 from mediacore.rtp.recorder import CallRecorder, RecordingError
 from mediacore.rtp.stats import SessionStats
 
 log = logging.getLogger("mediacore.calls")
+
+#: Gives a leg's latching policy when the call sets its remote (the default: strict).
+LatchingFor = Callable[[Side], LegLatching]
 
 CODECS: dict[str, Codec] = {"PCMU": "ulaw", "PCMA": "alaw"}
 
@@ -48,6 +59,7 @@ class EngineMedia:
         prompts: PromptLibrary,
         on_prompt_done: Callable[[str], None],
         pump: RecordingPump,
+        latching: LatchingFor | None = None,
     ) -> None:
         try:
             self.session: Session = engine.open_session()
@@ -58,6 +70,7 @@ class EngineMedia:
         self.prompts = prompts
         self.on_prompt_done = on_prompt_done
         self.pump = pump
+        self._latching: LatchingFor = latching or (lambda side: LegLatching())
         self._codecs: dict[Side, tuple[int, str, int | None]] = {}
         self._player: asyncio.Task[None] | None = None
         self._recorder: CallRecorder | None = None
@@ -72,11 +85,21 @@ class EngineMedia:
         return self.session.ports(Leg(int(side))).rtp
 
     def set_remote(self, side: Side, host: str, port: int, rtcp_port: int | None) -> None:
+        leg = Leg(int(side))
+        policy = self._latching(side)
         try:
-            self.session.set_remote(Leg(int(side)), host, port, rtcp_port)
+            self.session.set_latching(leg, policy.mode, hosts=policy.hosts,
+                                      relatch_after=policy.relatch_after)
+        except ValueError as error:  # cannot happen with a validated config: stay safe
+            log.warning("call %s: latching %s on the %s's leg not usable (%s): strict",
+                        self.call_id, policy.mode, _who(side), error)
+            self.session.set_latching(leg, Latching.STRICT)
+        try:
+            self.session.set_remote(leg, host, port, rtcp_port)
         except ValueError as error:
-            # An SDP address we cannot send to (another family, a name):
-            # latching on the first packet still finds the peer.
+            # An SDP address we cannot send to (another family, a name): a
+            # strict leg then takes nothing, a nat leg still latches onto
+            # its SIP peer's host.
             log.warning("call %s: remote %s:%s not usable: %s", self.call_id, host, port, error)
 
     def set_codec(self, side: Side, payload_type: int, encoding: str,
@@ -183,9 +206,29 @@ class EngineMedia:
             return
         self._closed = True
         self.stop_playing()
-        if log.isEnabledFor(logging.DEBUG):  # a stats copy per call: not at INFO
-            log.debug("call %s: media %s", self.call_id, media_summary(self.session.stats()))
+        stats = self.session.stats()  # one copy per call, for the checks below
+        self._report_foreign(stats)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s: media %s", self.call_id, media_summary(stats))
         self.session.close()
+
+    def _report_foreign(self, stats: SessionStats) -> None:
+        """One warning per call that had packets from unexpected sources dropped.
+
+        The source named is an address that sent into the call unasked (an
+        RTP scanner, a hijack attempt, or a NATed peer whose number needs
+        ``media_latching = "nat"``); no caller number is in the line.
+        """
+        parts = []
+        for side, stream in ((Side.CALLER, stats.a_to_b), (Side.CALLEE, stats.b_to_a)):
+            dropped = stream.strict_dropped + stream.foreign
+            if dropped:
+                source = self.session.foreign_source(Leg(int(side)))
+                where = f" (the last from {source[0]}:{source[1]})" if source else ""
+                parts.append(f"{dropped} on the {_who(side)}'s leg{where}")
+        if parts:
+            log.warning("call %s: media: dropped packets from unexpected sources: %s",
+                        self.call_id, ", ".join(parts))
 
 
 def media_summary(stats: SessionStats) -> str:
@@ -195,7 +238,8 @@ def media_summary(stats: SessionStats) -> str:
     target; ``target`` the other way. ``lost`` is RFC 3550's (expected from
     the sequence numbers minus received), so it tells packets the network
     lost on the way to us from packets a sender never sent; ``span_ms``, first
-    to last arrival, against the packets' duration tells a sender's clock rate.
+    to last arrival, against the packets' duration tells a sender's clock rate;
+    ``foreign``, RTP and RTCP dropped for their source (rtp/engine.py's rule).
     """
     words = []
     for name, stream in (("caller", stats.a_to_b), ("target", stats.b_to_a)):
@@ -203,7 +247,12 @@ def media_summary(stats: SessionStats) -> str:
         span_ms = (last - first) / 1e6 if first is not None and last is not None else 0.0
         words += [f"{name}.packets={stream.packets}", f"{name}.expected={stream.expected}",
                   f"{name}.lost={stream.lost}", f"{name}.forwarded={stream.forwarded}",
-                  f"{name}.jitter_ms={stream.jitter_ms:.2f}", f"{name}.span_ms={span_ms:.1f}"]
+                  f"{name}.jitter_ms={stream.jitter_ms:.2f}", f"{name}.span_ms={span_ms:.1f}",
+                  f"{name}.foreign={stream.strict_dropped + stream.foreign}"]
     words += [f"recorded={stats.recorded_packets}",
               f"recording_dropped={stats.recording_dropped}"]
     return " ".join(words)
+
+
+def _who(side: Side) -> str:
+    return "caller" if side is Side.CALLER else "target"

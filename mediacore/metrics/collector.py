@@ -220,6 +220,8 @@ class ServerCollector(Collector):
              "rtcp_packets"),
             ("mediacore_rtp_dtmf_events", "RFC 4733 DTMF events seen, by direction",
              "dtmf_events"),
+            ("mediacore_rtp_relatches", "nat legs whose latch moved after the latched "
+             "source's silence (rtp.relatch_after), by direction", "relatches"),
         ):
             family = CounterMetricFamily(name, help_text, labels=["direction"])
             for direction in DIRECTIONS:
@@ -227,11 +229,12 @@ class ServerCollector(Collector):
                     name, direction, getattr(totals[direction], attribute)))
             yield family
         family = CounterMetricFamily("mediacore_rtp_packets_dropped",
-                                     "Packets not relayed or relayed with a problem, by "
-                                     "direction and reason: no_destination (no address for "
-                                     "the other leg yet), send_error, garbage (not RTP/RTCP), "
-                                     "strict (from an address SDP did not give), foreign "
-                                     "(relayed from an unlatched source)",
+                                     "Packets not relayed, by direction and reason: "
+                                     "no_destination (no address for the other leg yet), "
+                                     "send_error, garbage (not RTP/RTCP), strict (from an "
+                                     "unexpected source on a strict leg: not the address "
+                                     "SDP gave), foreign (from an unexpected source on a nat "
+                                     "leg: not the latched one, or not on a signalled host)",
                                      labels=["direction", "reason"])
         for direction in DIRECTIONS:
             t = totals[direction]

@@ -41,6 +41,7 @@ class DirectionTotals:
     garbage: int = 0
     strict_dropped: int = 0
     foreign: int = 0
+    relatches: int = 0
     dtmf_events: int = 0
 
     def add(self, stream: dict[str, Any]) -> None:
@@ -58,6 +59,7 @@ class DirectionTotals:
         self.garbage += stream["garbage"]
         self.strict_dropped += stream["strict_dropped"]
         self.foreign += stream["foreign"]
+        self.relatches += stream["relatches"]
         self.dtmf_events += stream["dtmf_events"]
 
     def copy(self) -> DirectionTotals:

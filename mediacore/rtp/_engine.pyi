@@ -13,6 +13,9 @@ EVENT_RECORDING: Final[int]
 LEG_A: Final[int]
 LEG_B: Final[int]
 RECORD_HEADER_SIZE: Final[int]
+LATCH_STRICT: Final[int]
+LATCH_NAT: Final[int]
+LATCH_MAX_HOSTS: Final[int]
 
 StreamDict = dict[str, int | None]
 
@@ -29,7 +32,14 @@ class SessionHandle:
         rtcp_host: bytes, rtcp_port: int,
     ) -> None:
         """Signalled addresses of ``leg`` (packed IPv4/IPv6); clears its latches."""
-    def set_strict(self, leg: int, strict: bool) -> None: ...
+    def set_latching(
+        self, leg: int, mode: int, family: int, hosts: list[bytes], relatch_after: float,
+    ) -> None:
+        """LATCH_STRICT or LATCH_NAT, further admissible hosts (packed, port
+        ignored), seconds of silence before a nat latch may move (0: never);
+        clears the leg's latches."""
+    def foreign_source(self, leg: int) -> tuple[str, int] | None:
+        """The last source whose packet the leg dropped as unexpected."""
     def set_telephone_event(self, leg: int, payload_type: int) -> None:
         """RFC 4733 payload type received on ``leg``; -1 turns detection off."""
     def set_clock_rate(self, leg: int, rate: int) -> None: ...
@@ -49,7 +59,6 @@ class Engine:
 
     def __init__(
         self,
-        relatch_idle: float = 1.0,
         recording_capacity: int = 65536,
         recording_threshold: int = -1,
         event_capacity: int = 4096,

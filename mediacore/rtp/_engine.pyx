@@ -144,6 +144,17 @@ cdef extern from *:
         return 0;
     }
 
+    /* Same host, any port: the nat latching mode admits a first source by host. */
+    static inline int mc_addr_host_eq(const mc_addr *a, const mc_addr *b) {
+        if (a->len == 0 || b->len == 0 || a->u.sa.sa_family != b->u.sa.sa_family) return 0;
+        if (a->u.sa.sa_family == AF_INET)
+            return a->u.v4.sin_addr.s_addr == b->u.v4.sin_addr.s_addr;
+        if (a->u.sa.sa_family == AF_INET6)
+            return a->u.v6.sin6_scope_id == b->u.v6.sin6_scope_id
+                && memcmp(&a->u.v6.sin6_addr, &b->u.v6.sin6_addr, 16) == 0;
+        return 0;
+    }
+
     static inline void mc_addr_copy(mc_addr *dst, const mc_addr *src) { *dst = *src; }
 
     static int mc_addr_set(mc_addr *a, int family, const char *packed, Py_ssize_t n,
@@ -230,6 +241,7 @@ cdef extern from *:
     socklen_t MC_ADDR_CAP
     void *mc_addr_sa(mc_addr *a) nogil
     int mc_addr_eq(const mc_addr *a, const mc_addr *b) nogil
+    int mc_addr_host_eq(const mc_addr *a, const mc_addr *b) nogil
     void mc_addr_copy(mc_addr *dst, const mc_addr *src) nogil
     int mc_addr_set(mc_addr *a, int family, const char *packed, Py_ssize_t n, unsigned int port) nogil
     int mc_addr_get(const mc_addr *a, int *family, char *out, unsigned int *port) nogil
@@ -265,6 +277,12 @@ cdef enum:
     EV_DTMF = 1
     EV_LATCHED = 2
     EV_RECORDING = 3
+    # Latching modes of a leg (engine.py's Latching). STRICT is 0, so a leg
+    # that nobody configured (calloc) accepts nothing but its signalled address.
+    MODE_STRICT = 0
+    MODE_NAT = 1
+    # Hosts besides the signalled one a nat leg may latch onto (the SIP peer).
+    MAX_HOSTS = 4
 
 # Event kinds, mirrored in engine.py.
 EVENT_DTMF = 1
@@ -274,6 +292,9 @@ EVENT_RECORDING = 3
 LEG_A = 0
 LEG_B = 1
 RECORD_HEADER_SIZE = RECORD_HEADER
+LATCH_STRICT = MODE_STRICT
+LATCH_NAT = MODE_NAT
+LATCH_MAX_HOSTS = MAX_HOSTS
 
 
 cdef struct Stream:
@@ -287,8 +308,8 @@ cdef struct Stream:
     uint64_t no_destination
     uint64_t send_errors
     uint64_t garbage
-    uint64_t strict_dropped
-    uint64_t foreign
+    uint64_t strict_dropped     # from another source than the signalled one (strict leg)
+    uint64_t foreign            # from another source than the latched one (nat leg)
     uint64_t relatches
     uint64_t dtmf_events
     uint64_t injected
@@ -316,11 +337,15 @@ cdef struct Leg:
     int rtcp_fd
     mc_addr sig_rtp        # signalled in SDP (set_remote)
     mc_addr sig_rtcp
-    mc_addr lat_rtp        # latched: where this leg's packets come from
+    mc_addr lat_rtp        # latched (nat mode): where this leg's packets come from
     mc_addr lat_rtcp
     int64_t lat_rtp_seen   # last packet from the latched source
     int64_t lat_rtcp_seen
-    int strict
+    int mode               # MODE_STRICT or MODE_NAT
+    int64_t relatch_ns     # nat: silence after which the latch may move; 0 never
+    mc_addr hosts[MAX_HOSTS]   # nat: further hosts (any port) a first packet may come from
+    int nhosts
+    mc_addr foreign_src    # the last source whose packet was dropped as foreign
     int te_pt              # RFC 4733 payload type received on this leg, -1 none
     uint32_t clock_rate
     int te_have_last
@@ -379,7 +404,6 @@ cdef struct Core:
     int stop
     int running
     uint64_t gen
-    int64_t relatch_idle_ns
     size_t rec_capacity
     size_t rec_threshold
     # The event ring.
@@ -431,49 +455,70 @@ cdef inline void _latch_event(Core *c, Session *s, int leg, int rtcp, mc_addr *a
     _push_event(c, &ev)
 
 
+cdef inline int _admissible(Leg *leg, mc_addr *src) noexcept nogil:
+    """A nat leg's latch may go to ``src``: its host is the signalled host (SDP
+    c=, or a=rtcp's) or one of the leg's configured hosts (the SIP peer)."""
+    cdef int i
+    if mc_addr_host_eq(src, &leg.sig_rtp) or mc_addr_host_eq(src, &leg.sig_rtcp):
+        return 1
+    for i in range(leg.nhosts):
+        if mc_addr_host_eq(src, &leg.hosts[i]):
+            return 1
+    return 0
+
+
 cdef inline int _accept_source(Core *c, Session *s, Leg *leg, int li, int rtcp,
                                mc_addr *src, int64_t now) noexcept nogil:
-    """Strict check and symmetric latching for one valid packet; 0 = drop it.
+    """The source check for one well-formed packet; 0 = drop it (and count it).
 
-    The latching rule (docs in engine.py): an unlatched leg latches to the
-    first valid packet's source; a latched leg moves to a new source only
-    if that source is the signalled address, or if the latched source has
-    been silent for relatch_idle. Packets from other sources are relayed
-    but do not move the latch (counted as foreign).
+    The rule (docs in engine.py), per leg and per socket kind (``rtcp``: the
+    RTCP port; RTCP multiplexed on the RTP port uses the RTP state):
+
+    - strict: only the exact signalled address (host and port) is accepted.
+    - nat: the first packet from an admissible host (_admissible) latches
+      the leg; from then on only the latched source is accepted, except
+      that after ``relatch_ns`` of its silence (when set) an admissible
+      source takes the latch over.
+
+    A dropped packet is never relayed, recorded, answered or latched onto.
     """
     cdef mc_addr *sig = &leg.sig_rtcp if rtcp else &leg.sig_rtp
     cdef mc_addr *lat = &leg.lat_rtcp if rtcp else &leg.lat_rtp
     cdef int64_t *seen = &leg.lat_rtcp_seen if rtcp else &leg.lat_rtp_seen
-    if leg.strict:
-        if not mc_addr_eq(src, sig):
-            leg.st.strict_dropped += 1
-            return 0
-        return 1
-    if lat.len == 0:
+    if leg.mode == MODE_STRICT:
+        if mc_addr_eq(src, sig):
+            return 1
+        leg.st.strict_dropped += 1
+        mc_addr_copy(&leg.foreign_src, src)
+        return 0
+    if lat.len != 0:
+        if mc_addr_eq(src, lat):
+            seen[0] = now
+            return 1
+        if leg.relatch_ns > 0 and now - seen[0] >= leg.relatch_ns and _admissible(leg, src):
+            mc_addr_copy(lat, src)
+            seen[0] = now
+            leg.st.relatches += 1
+            _latch_event(c, s, li, rtcp, lat, now)
+            return 1
+    elif _admissible(leg, src):
         mc_addr_copy(lat, src)
         seen[0] = now
-        _latch_event(c, s, li, rtcp, lat, now)
-        return 1
-    if mc_addr_eq(src, lat):
-        seen[0] = now
-        return 1
-    if mc_addr_eq(src, sig) or now - seen[0] >= c.relatch_idle_ns:
-        mc_addr_copy(lat, src)
-        seen[0] = now
-        leg.st.relatches += 1
         _latch_event(c, s, li, rtcp, lat, now)
         return 1
     leg.st.foreign += 1
-    return 1
+    mc_addr_copy(&leg.foreign_src, src)
+    return 0
 
 
 cdef inline mc_addr *_destination(Leg *leg, int rtcp) noexcept nogil:
-    """Where to send to this leg: the latched source, else the signalled address."""
+    """Where to send to this leg: strict, the signalled address; nat, the
+    latched source once there is one, else the signalled address."""
     cdef mc_addr *a
     if rtcp:
-        a = &leg.sig_rtcp if (leg.strict or leg.lat_rtcp.len == 0) else &leg.lat_rtcp
+        a = &leg.lat_rtcp if (leg.mode == MODE_NAT and leg.lat_rtcp.len != 0) else &leg.sig_rtcp
     else:
-        a = &leg.sig_rtp if (leg.strict or leg.lat_rtp.len == 0) else &leg.lat_rtp
+        a = &leg.lat_rtp if (leg.mode == MODE_NAT and leg.lat_rtp.len != 0) else &leg.sig_rtp
     return a if a.len != 0 else NULL
 
 
@@ -840,12 +885,46 @@ cdef class SessionHandle:
         s.legs[leg].lat_rtcp.len = 0
         pthread_mutex_unlock(&s.lock)
 
-    def set_strict(self, int leg, bint strict):
+    def set_latching(self, int leg, int mode, int family, list hosts, double relatch_after):
+        """The leg's latching mode, the further hosts a nat leg may latch onto
+        (packed addresses of ``family``, at most LATCH_MAX_HOSTS) and the
+        silence in seconds after which a nat latch may move (0: never).
+        Forgets the leg's latches, like set_remote."""
         cdef Session *s = self._live()
+        cdef mc_addr parsed[MAX_HOSTS]
+        cdef int n = 0
+        cdef int i
+        cdef bytes packed
+        _check_leg(leg)
+        if mode != MODE_STRICT and mode != MODE_NAT:
+            raise ValueError(f"latching mode {mode}: must be {MODE_STRICT} or {MODE_NAT}")
+        if len(hosts) > MAX_HOSTS:
+            raise ValueError(f"at most {MAX_HOSTS} hosts")
+        if not relatch_after >= 0:
+            raise ValueError("relatch_after must not be negative")
+        for packed in hosts:
+            if mc_addr_set(&parsed[n], family, packed, len(packed), 0) < 0:
+                raise ValueError("bad address family or length")
+            n += 1
+        pthread_mutex_lock(&s.lock)
+        s.legs[leg].mode = mode
+        s.legs[leg].relatch_ns = <int64_t>(relatch_after * 1e9)
+        s.legs[leg].nhosts = n
+        for i in range(n):
+            mc_addr_copy(&s.legs[leg].hosts[i], &parsed[i])
+        s.legs[leg].lat_rtp.len = 0
+        s.legs[leg].lat_rtcp.len = 0
+        pthread_mutex_unlock(&s.lock)
+
+    def foreign_source(self, int leg):
+        """(host, port) of the last packet ``leg`` dropped for its source, or None."""
+        cdef Session *s = self._live()
+        cdef mc_addr a
         _check_leg(leg)
         pthread_mutex_lock(&s.lock)
-        s.legs[leg].strict = strict
+        mc_addr_copy(&a, &s.legs[leg].foreign_src)
         pthread_mutex_unlock(&s.lock)
+        return _addr_tuple(&a)
 
     def set_telephone_event(self, int leg, int payload_type):
         cdef Session *s = self._live()
@@ -994,7 +1073,7 @@ cdef class Engine:
     cdef dict _sessions
     cdef uint64_t _next_id
 
-    def __cinit__(self, double relatch_idle=1.0, Py_ssize_t recording_capacity=65536,
+    def __cinit__(self, Py_ssize_t recording_capacity=65536,
                   Py_ssize_t recording_threshold=-1, Py_ssize_t event_capacity=4096):
         cdef int i
         cdef epoll_event ev
@@ -1009,7 +1088,6 @@ cdef class Engine:
         self.c.wake_fd = -1
         self.c.notify_fd = -1
         pthread_mutex_init(&self.c.ev_lock, NULL)
-        self.c.relatch_idle_ns = <int64_t>(relatch_idle * 1e9)
         self.c.rec_capacity = recording_capacity
         self.c.rec_threshold = (recording_threshold if recording_threshold > 0
                                 else recording_capacity // 2)

@@ -9,33 +9,45 @@ call or per batch: open and close sessions, tell them what SDP said, read
 counters, drain the recording tap, and receive the few events worth a
 decision (a DTMF digit, a latch, a recording buffer filling up).
 
-Symmetric RTP latching (the rule, per leg, for RTP and RTCP separately):
+Where a leg's packets may come from (the latching rule, per leg, for RTP
+and RTCP separately; rtpengine's strict-source and media-handover are the
+model). The threat is a third host on the network: one that sprays RTP at
+every port of the range must get nothing back and put nothing into a call.
+A packet from a source the rule does not accept is dropped: never relayed,
+never recorded, never answered, never latched onto, only counted
+(``strict_dropped`` / ``foreign``, and the last such source is kept for the
+call's log line, :meth:`Session.foreign_source`). Each leg has one of two
+modes (:meth:`Session.set_latching`):
 
-1. Before any packet arrives, packets to the leg go to the address signalled
-   in SDP (:meth:`Session.set_remote`).
-2. The first well-formed packet on an unlatched leg latches it: from then on
-   packets to the leg go to where its packets come from (NAT, or a peer
-   that sends from another address than it signalled).
-3. A latched leg moves to a new source only (a) when that source is the
-   signalled address: signalling is authoritative, so after a re-INVITE the
-   new address wins at its first packet even if the old one is still
-   sending; or (b) when the latched source has been silent for
-   ``relatch_idle`` (1 s by default): a NAT rebinding, or a peer restarted
-   on another port. A stray or hostile packet can therefore never steal a
-   live stream's return path; packets from other sources are still relayed
-   (a NAT that rebinds mid-talkspurt must not cut the audio) and counted as
-   ``foreign``.
-4. :meth:`Session.set_remote` (a re-INVITE's new SDP) forgets the latches:
-   the next packet latches afresh.
-5. Garbage never latches. In strict mode (:meth:`Session.set_strict`) only
-   packets from the signalled address are accepted at all (others are
-   dropped and counted as ``strict_dropped``), and packets go to the
-   signalled address: for trunks whose addresses are known and where audio
-   injection must be impossible.
+1. ``strict`` (the default, also of a leg nobody configured): only packets
+   from the exact address and port its SDP signalled
+   (:meth:`Session.set_remote`) are accepted, and packets to the leg go
+   there. A leg without SDP yet accepts nothing.
+2. ``nat`` (peers behind NAT, whose packets come from another port, or
+   from their public address while SDP names a private one): the first
+   well-formed packet from an *admissible host* latches the leg, and from
+   then on only that exact source (host and port) is accepted; packets to
+   the leg go to it (before it, to the signalled address). Admissible are
+   the host of the SDP address and the hosts given to ``set_latching``
+   (the call layer gives the leg's SIP signalling peer): a NATed peer's
+   media comes from one of those, so a third host cannot win the race to
+   the first packet, not even while the caller listens to the recording
+   notice and has sent nothing yet.
+3. A latch moves only by signalling: :meth:`Session.set_remote` (a
+   re-INVITE's or UPDATE's new SDP) and ``set_latching`` forget it, and the
+   next admissible packet latches afresh. Or, where ``relatch_after`` is
+   set (off by default), when the latched source has been silent that long
+   (a NAT rebinding, a phone restarted on another port): then the next
+   packet from an admissible host takes the latch over. Never a host that
+   signalling did not name.
+4. Garbage (not RTP/RTCP by the checks below) never latches; it is counted
+   as ``garbage`` whatever its source.
 
-RTCP follows the same rule on the RTCP sockets. RTCP multiplexed on the RTP
-port (RFC 5761) is recognised by its packet type and relayed RTP socket to
-RTP socket, without touching RTP statistics or the recording.
+RTCP follows the same rule on the RTCP sockets, with latches of its own
+(checked against the signalled RTCP address, SDP's a=rtcp or port + 1).
+RTCP multiplexed on the RTP port (RFC 5761) is recognised by its packet
+type, checked against the RTP socket's rule and latch, and relayed RTP
+socket to RTP socket, without touching RTP statistics or the recording.
 
 Threads: the packet thread never takes the GIL; the event loop thread
 calls into it through short per-session critical sections (configuration,
@@ -57,9 +69,9 @@ import ipaddress
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 from mediacore.rtp import _engine
 from mediacore.rtp.dtmf import DIGITS
@@ -69,6 +81,7 @@ from mediacore.rtp.stats import SessionStats, StreamStats
 __all__ = [
     "DtmfEvent",
     "LatchedEvent",
+    "Latching",
     "Leg",
     "LegPorts",
     "MediaEngine",
@@ -86,6 +99,16 @@ class Leg(IntEnum):
 
     A = 0
     B = 1
+
+
+class Latching(StrEnum):
+    """A leg's latching mode (the rule in the module doc); the values are the config's."""
+
+    STRICT = "strict"
+    NAT = "nat"
+
+
+_MODES = {Latching.STRICT: _engine.LATCH_STRICT, Latching.NAT: _engine.LATCH_NAT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +203,7 @@ class Session:
         """Where SDP says ``leg`` receives: the c= address and m= port (and a=rtcp).
 
         RTCP defaults to port + 1 (RFC 3550 section 11); pass ``rtcp_port=port``
-        for rtcp-mux. Resets the leg's latches (rule 4 in the module doc).
+        for rtcp-mux. Forgets the leg's latches (rule 3 in the module doc).
         The host must be an IP literal of our socket's family: SDP carries
         addresses, and resolving names on the media path is not our job.
         """
@@ -193,9 +216,34 @@ class Session:
         rtcp = port + 1 if rtcp_port is None else rtcp_port
         self._handle.set_remote(int(leg), int(family), address.packed, port, address.packed, rtcp)
 
-    def set_strict(self, leg: Leg, strict: bool = True) -> None:
-        """Accept packets on ``leg`` only from its signalled address (rule 5)."""
-        self._handle.set_strict(int(leg), strict)
+    def set_latching(self, leg: Leg, mode: Latching, *, hosts: Iterable[str] = (),
+                     relatch_after: float | None = None) -> None:
+        """Where ``leg``'s packets may come from (the rule in the module doc).
+
+        ``hosts`` are IP literals a ``nat`` leg may latch onto besides the
+        host of its SDP address (the leg's SIP peer); hosts of the other
+        address family are left out, since no packet from them can reach
+        our sockets. ``relatch_after``: seconds of silence of the latched
+        source after which an admissible source takes a nat latch over
+        (None: never). Forgets the leg's latches. ValueError for a host
+        that is not an IP literal or more than ``_engine.LATCH_MAX_HOSTS``.
+        """
+        packed: list[bytes] = []
+        for host in hosts:
+            address = ipaddress.ip_address(host)
+            family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+            if family == self._family and address.packed not in packed:
+                packed.append(address.packed)
+        if len(packed) > _engine.LATCH_MAX_HOSTS:
+            raise ValueError(f"at most {_engine.LATCH_MAX_HOSTS} hosts")
+        if relatch_after is not None and not relatch_after > 0:
+            raise ValueError(f"relatch_after {relatch_after}: must be positive (or None)")
+        self._handle.set_latching(int(leg), _MODES[Latching(mode)], int(self._family), packed,
+                                  relatch_after or 0.0)
+
+    def foreign_source(self, leg: Leg) -> tuple[str, int] | None:
+        """The last source whose packet ``leg`` dropped as unexpected, or None."""
+        return self._handle.foreign_source(int(leg))
 
     def set_telephone_event(self, leg: Leg, payload_type: int | None) -> None:
         """The RFC 4733 payload type negotiated for what ``leg`` sends us (None: off)."""
@@ -238,7 +286,7 @@ class Session:
     def send(self, leg: Leg, packet: bytes) -> bool:
         """Send a complete RTP packet to ``leg`` from its RTP socket (announcements).
 
-        Goes to the leg's current remote (latched, else signalled); returns
+        Goes to the leg's current remote (nat: latched, else signalled); returns
         False, sending nothing, when there is none yet. Not recorded: the
         recording starts after the recording notice has been played.
         """
@@ -289,6 +337,9 @@ class MediaEngine:
         session.close()
         engine.close()
 
+    Every leg starts ``strict``; the call layer sets each leg's mode
+    (:meth:`Session.set_latching`) from the config.
+
     ``recording_buffer`` bounds each recorded session's tap buffer (64 KiB
     holds about 3.5 s of G.711/20 ms in both directions); records that do
     not fit are dropped and counted, the relay never waits for the recorder.
@@ -299,7 +350,6 @@ class MediaEngine:
         address: str,
         port_pool: PortPool,
         *,
-        relatch_idle: float = 1.0,
         recording_buffer: int = 65536,
         recording_threshold: int | None = None,
         event_capacity: int = 4096,
@@ -307,7 +357,6 @@ class MediaEngine:
         self.address = address
         self.port_pool = port_pool
         self._core = _engine.Engine(
-            relatch_idle,
             recording_buffer,
             -1 if recording_threshold is None else recording_threshold,
             event_capacity,

@@ -24,7 +24,7 @@ import pytest
 import uvloop
 
 from mediacore.rtp.dtmf import encode_event
-from mediacore.rtp.engine import DtmfEvent, LatchedEvent, Leg, MediaEngine, RecordingReady
+from mediacore.rtp.engine import DtmfEvent, Latching, Leg, MediaEngine, RecordingReady
 from mediacore.rtp.packet import (
     build_rtp,
     iter_records,
@@ -154,123 +154,6 @@ def test_relays_both_ways_unchanged(engine: MediaEngine, peers) -> None:
     assert (st.a_to_b.packets, st.a_to_b.forwarded, st.a_to_b.ssrc) == (30, 30, 0xA)
     assert (st.b_to_a.packets, st.b_to_a.forwarded, st.b_to_a.ssrc) == (30, 30, 0xB)
     assert st.a_to_b.lost == 0 and st.b_to_a.lost == 0
-
-
-def test_sends_to_signalled_address_then_latches_to_actual_source(
-        engine: MediaEngine, peers) -> None:
-    signalled, actual, b = peers(), peers(), peers()
-    s = call(engine, signalled, b)
-    b.send(rtp(1), s.leg_b.rtp)
-    assert signalled.recv()[0][0] == rtp(1)  # before A speaks: SDP's address
-    actual.send(rtp(7, ssrc=0xCA11), s.leg_a.rtp)  # A is behind a NAT
-    b.recv()
-    b.send(rtp(2), s.leg_b.rtp)
-    assert actual.recv()[0][0] == rtp(2)
-    assert signalled.nothing()
-    assert s.remote(Leg.A)[0] == (HOST, actual.port)
-    latches = [e for e in engine.poll_events() if isinstance(e, LatchedEvent)]
-    assert [(e.leg, e.rtcp, e.address) for e in latches] == [
-        (Leg.B, False, (HOST, b.port)),
-        (Leg.A, False, (HOST, actual.port)),
-    ]
-
-
-def test_foreign_source_is_relayed_but_cannot_steal_the_latch(
-        engine: MediaEngine, peers) -> None:
-    a, intruder, b = peers(), peers(), peers()
-    s = call(engine, a, b)
-    a.send(rtp(1), s.leg_a.rtp)
-    b.recv()
-    intruder.send(rtp(2), s.leg_a.rtp)
-    b.recv()  # relayed: a NAT rebinding mid-talkspurt must not cut audio
-    b.send(rtp(3), s.leg_b.rtp)
-    assert a.recv()[0][0] == rtp(3)
-    assert intruder.nothing()
-    st = s.stats().a_to_b
-    assert (st.foreign, st.relatches) == (1, 0)
-
-
-def test_signalled_address_takes_the_latch_back(engine: MediaEngine, peers) -> None:
-    signalled, other, b = peers(), peers(), peers()
-    s = call(engine, signalled, b)
-    other.send(rtp(1), s.leg_a.rtp)
-    b.recv()
-    assert s.remote(Leg.A)[0] == (HOST, other.port)
-    signalled.send(rtp(2), s.leg_a.rtp)
-    b.recv()
-    assert s.remote(Leg.A)[0] == (HOST, signalled.port)
-    assert s.stats().a_to_b.relatches == 1
-
-
-def test_set_remote_forgets_the_latch(engine: MediaEngine, peers) -> None:
-    a, new_signalled, new_actual, b = peers(), peers(), peers(), peers()
-    s = call(engine, a, b)
-    a.send(rtp(1), s.leg_a.rtp)
-    b.recv()
-    s.set_remote(Leg.A, HOST, new_signalled.port)  # re-INVITE
-    b.send(rtp(2), s.leg_b.rtp)
-    assert new_signalled.recv()[0][0] == rtp(2)
-    new_actual.send(rtp(3), s.leg_a.rtp)
-    b.recv()
-    b.send(rtp(4), s.leg_b.rtp)
-    assert new_actual.recv()[0][0] == rtp(4)
-    assert a.nothing()
-
-
-def test_relatches_after_the_latched_source_went_silent(pool: PortPool, peers) -> None:
-    with MediaEngine(HOST, pool, relatch_idle=0.2) as engine:
-        engine.start()
-        a, rebound, b = peers(), peers(), peers()
-        s = call(engine, a, b)
-        a.send(rtp(1), s.leg_a.rtp)
-        b.recv()
-        time.sleep(0.3)  # longer than relatch_idle: the NAT rebinding case
-        rebound.send(rtp(2), s.leg_a.rtp)
-        b.recv()
-        b.send(rtp(3), s.leg_b.rtp)
-        assert rebound.recv()[0][0] == rtp(3)
-        assert s.stats().a_to_b.relatches == 1
-
-
-def test_strict_mode_accepts_only_the_signalled_address(engine: MediaEngine, peers) -> None:
-    a, intruder, b = peers(), peers(), peers()
-    s = call(engine, a, b)
-    s.set_strict(Leg.A)
-    for i in range(5):
-        intruder.send(rtp(i), s.leg_a.rtp)
-        intruder.send(b"\x81\xc8\x00\x01" + bytes(4), s.leg_a.rtcp)
-    a.send(rtp(10), s.leg_a.rtp)
-    assert b.recv()[0][0] == rtp(10)  # the only one: it queued behind the dropped ones
-    assert b.nothing()
-    st = s.stats().a_to_b
-    assert (st.strict_dropped, st.packets, st.foreign) == (10, 1, 0)
-    b.send(rtp(11), s.leg_b.rtp)
-    assert a.recv()[0][0] == rtp(11)
-    assert intruder.nothing()
-
-
-def test_rtcp_is_relayed_and_latched(engine: MediaEngine, peers) -> None:
-    a, a_rtcp, b, b_rtcp, a_rtcp_nat = peers(), peers(), peers(), peers(), peers()
-    s = engine.open_session()
-    s.set_remote(Leg.A, HOST, a.port, a_rtcp.port)
-    s.set_remote(Leg.B, HOST, b.port, b_rtcp.port)
-    sr = b"\x80\xc8\x00\x06" + bytes(range(24))  # a sender report
-    rr = b"\x80\xc9\x00\x01" + b"\x00\x00\x00\x0b"
-    a_rtcp.send(sr, s.leg_a.rtcp)
-    assert b_rtcp.recv()[0] == (sr, (HOST, s.leg_b.rtcp))
-    b_rtcp.send(rr, s.leg_b.rtcp)
-    assert a_rtcp.recv()[0] == (rr, (HOST, s.leg_a.rtcp))
-    a_rtcp_nat.send(sr, s.leg_a.rtcp)  # silent for less than relatch_idle: foreign
-    b_rtcp.recv()
-    s.set_remote(Leg.A, HOST, a.port, a_rtcp.port)  # re-INVITE: latch afresh
-    a_rtcp_nat.send(sr, s.leg_a.rtcp)
-    b_rtcp.recv()
-    b_rtcp.send(rr, s.leg_b.rtcp)
-    assert a_rtcp_nat.recv()[0][0] == rr
-    st = s.stats()
-    assert (st.a_to_b.rtcp_packets, st.b_to_a.rtcp_packets) == (3, 2)
-    assert (st.a_to_b.packets, st.a_to_b.foreign) == (0, 1)
-    assert b.nothing() and a.nothing(0)
 
 
 def test_rtcp_multiplexed_on_the_rtp_port(engine: MediaEngine, peers) -> None:
@@ -470,12 +353,13 @@ def test_recording_buffer_is_bounded_and_never_blocks(pool: PortPool, peers) -> 
 
 
 def test_idle_seconds_measure_inactivity(engine: MediaEngine, peers) -> None:
-    a, b = peers(), peers()
+    a, a_rtcp, b = peers(), peers(), peers()
     s = call(engine, a, b)
+    s.set_remote(Leg.A, HOST, a.port, a_rtcp.port)
     time.sleep(0.3)
     idle_before = s.idle_seconds()
     assert idle_before >= 0.3
-    a.send(b"\x80\xc9\x00\x01" + bytes(4), s.leg_a.rtcp)  # RTCP does not count
+    a_rtcp.send(b"\x80\xc9\x00\x01" + bytes(4), s.leg_a.rtcp)  # RTCP does not count
     b.nothing(0)
     wait_for(lambda: s.stats().a_to_b.rtcp_packets == 1, "the RTCP packet")
     assert s.idle_seconds() >= idle_before
@@ -498,11 +382,16 @@ def test_send_injects_from_the_legs_rtp_port(engine: MediaEngine, peers) -> None
     got = a.recv(5)
     assert [d for d, _ in got] == [rtp(i, b"\x01" * 160) for i in range(5)]
     assert {src for _, src in got} == {(HOST, s.leg_a.rtp)}
-    nat.send(rtp(9), s.leg_a.rtp)  # latched: announcements follow the latch
+    nat.send(rtp(8), s.leg_a.rtp)  # strict: a packet from elsewhere changes nothing
+    wait_for(lambda: s.stats().a_to_b.strict_dropped == 1, "the dropped packet")
+    assert s.send(Leg.A, rtp(5))
+    assert a.recv()[0][0] == rtp(5) and nat.nothing(0)
+    s.set_latching(Leg.A, Latching.NAT)
+    nat.send(rtp(9), s.leg_a.rtp)  # nat, latched: announcements follow the latch
     wait_for(lambda: s.stats().a_to_b.packets == 1, "the latching packet")
     assert s.send(Leg.A, rtp(6))
     assert nat.recv()[0][0] == rtp(6)
-    assert s.stats().a_to_b.injected == 6
+    assert s.stats().a_to_b.injected == 7
 
 
 def test_events_reach_the_event_loop_without_polling(pool: PortPool, peers) -> None:
