@@ -75,6 +75,8 @@ def test_one_tick_feeds_each_recorded_session_its_own_records(engine: MediaEngin
         sessions = [engine.open_session() for _ in range(3)]
         recorders = [KeptFeeds() for _ in sessions]
         for session in sessions:
+            # One socket plays both parties; leg A takes only its signalled address.
+            session.set_remote(Leg.A, HOST, sock.getsockname()[1])
             session.set_remote(Leg.B, HOST, sock.getsockname()[1])
             session.set_recording(True)
         pump.add(sessions[0].id, recorders[0], "call-0")
@@ -140,6 +142,7 @@ def test_once_started_the_pump_drains_on_its_own_timer_while_recorders_remain(
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((HOST, 0))
         session = engine.open_session()
+        session.set_remote(Leg.A, HOST, sock.getsockname()[1])
         session.set_remote(Leg.B, HOST, sock.getsockname()[1])
         session.set_recording(True)
         recorder = KeptFeeds()

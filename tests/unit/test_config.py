@@ -221,3 +221,44 @@ def test_voicemail_max_duration_per_number() -> None:
         '[[number]]\nnumber = "+31900123456"\nowner = "a"\nvoicemail_email = "a@b.c"\n'
         'targets = []\nvoicemail_max_duration = 60\n'), "v.toml")
     assert config.numbers[0].voicemail_max_duration == 60.0
+
+
+def test_media_latching_defaults_to_strict() -> None:
+    config = parse_config({"number": [{"number": "+31900123456", "owner": "acme"}]}, "t.toml")
+    assert (config.rtp.latching, config.rtp.relatch_after) == ("strict", 0.0)
+    assert config.numbers[0].media_latching is None
+
+
+def test_media_latching_keys_are_read() -> None:
+    config = parse_config(tomllib.loads("""
+        [rtp]
+        latching = "nat"
+        relatch_after = 10
+        [[number]]
+        number = "+31900123456"
+        owner = "acme"
+        media_latching = "strict"
+        """), "t.toml")
+    assert (config.rtp.latching, config.rtp.relatch_after) == ("nat", 10.0)
+    assert config.numbers[0].media_latching == "strict"
+
+
+def test_media_latching_problems_name_their_keys() -> None:
+    assert problems("""
+        [rtp]
+        latching = "loose"
+        relatch_after = -1
+        [[number]]
+        number = "+31900123456"
+        owner = "acme"
+        media_latching = "symmetric"
+        [[number]]
+        number = "+31900123457"
+        owner = "acme"
+        media_latching = true
+        """) == [
+        "rtp.latching: must be one of strict, nat",
+        "rtp.relatch_after: must not be negative",
+        "number[0].media_latching: must be one of strict, nat",
+        "number[1].media_latching: expected a string, got a boolean",
+    ]
