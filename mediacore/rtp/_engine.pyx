@@ -292,6 +292,8 @@ EVENT_RECORDING = 3
 LEG_A = 0
 LEG_B = 1
 RECORD_HEADER_SIZE = RECORD_HEADER
+#: The longest datagram relayed; longer ones arrive truncated and count as garbage.
+MAX_DATAGRAM = BUFSIZE
 LATCH_STRICT = MODE_STRICT
 LATCH_NAT = MODE_NAT
 LATCH_MAX_HOSTS = MAX_HOSTS
