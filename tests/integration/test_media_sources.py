@@ -61,6 +61,7 @@ def config(sip_port: int, metrics_port: int, target_port: int, storage: Path,
     return f"""
 [sip]
 listen = ["udp:127.0.0.1:{sip_port}"]
+drain_timeout = 2
 [rtp]
 port_range = [{port_range[0]}, {port_range[1]}]
 relatch_after = {relatch_after}
