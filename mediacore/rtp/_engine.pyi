@@ -32,13 +32,13 @@ class SessionHandle:
         self, leg: int, family: int, rtp_host: bytes, rtp_port: int,
         rtcp_host: bytes, rtcp_port: int,
     ) -> None:
-        """Signalled addresses of ``leg`` (packed IPv4/IPv6); clears its latches."""
+        """Signalled addresses of ``leg`` (packed IPv4/IPv6); a change clears its latches."""
     def set_latching(
         self, leg: int, mode: int, family: int, hosts: list[bytes], relatch_after: float,
     ) -> None:
         """LATCH_STRICT or LATCH_NAT, further admissible hosts (packed, port
         ignored), seconds of silence before a nat latch may move (0: never);
-        clears the leg's latches."""
+        a new mode or new hosts clear the leg's latches."""
     def foreign_source(self, leg: int) -> tuple[str, int] | None:
         """The last source whose packet the leg dropped as unexpected."""
     def set_telephone_event(self, leg: int, payload_type: int) -> None:

@@ -872,7 +872,11 @@ cdef class SessionHandle:
 
     def set_remote(self, int leg, int family, bytes rtp_host, unsigned int rtp_port,
                    bytes rtcp_host, unsigned int rtcp_port):
-        """Set the signalled addresses of ``leg`` and forget its latches."""
+        """Set the signalled addresses of ``leg``; a change forgets its latches.
+
+        The same addresses again (an SDP refresh: session timers re-INVITE
+        every few minutes) keep them, so a NATed peer's audio does not go to
+        its unreachable signalled address until its next packet."""
         cdef Session *s = self._live()
         cdef mc_addr rtp
         cdef mc_addr rtcp
@@ -881,21 +885,25 @@ cdef class SessionHandle:
             raise ValueError("bad address family or length")
         _check_leg(leg)
         pthread_mutex_lock(&s.lock)
-        mc_addr_copy(&s.legs[leg].sig_rtp, &rtp)
-        mc_addr_copy(&s.legs[leg].sig_rtcp, &rtcp)
-        s.legs[leg].lat_rtp.len = 0
-        s.legs[leg].lat_rtcp.len = 0
+        if not (mc_addr_eq(&s.legs[leg].sig_rtp, &rtp) and
+                mc_addr_eq(&s.legs[leg].sig_rtcp, &rtcp)):
+            mc_addr_copy(&s.legs[leg].sig_rtp, &rtp)
+            mc_addr_copy(&s.legs[leg].sig_rtcp, &rtcp)
+            s.legs[leg].lat_rtp.len = 0
+            s.legs[leg].lat_rtcp.len = 0
         pthread_mutex_unlock(&s.lock)
 
     def set_latching(self, int leg, int mode, int family, list hosts, double relatch_after):
         """The leg's latching mode, the further hosts a nat leg may latch onto
         (packed addresses of ``family``, at most LATCH_MAX_HOSTS) and the
         silence in seconds after which a nat latch may move (0: never).
-        Forgets the leg's latches, like set_remote."""
+        A change of mode or hosts forgets the leg's latches; the same policy
+        again keeps them, like set_remote."""
         cdef Session *s = self._live()
         cdef mc_addr parsed[MAX_HOSTS]
         cdef int n = 0
         cdef int i
+        cdef bint same
         cdef bytes packed
         _check_leg(leg)
         if mode != MODE_STRICT and mode != MODE_NAT:
@@ -909,13 +917,17 @@ cdef class SessionHandle:
                 raise ValueError("bad address family or length")
             n += 1
         pthread_mutex_lock(&s.lock)
+        same = s.legs[leg].mode == mode and s.legs[leg].nhosts == n
+        for i in range(n):
+            same = same and mc_addr_eq(&s.legs[leg].hosts[i], &parsed[i])
         s.legs[leg].mode = mode
         s.legs[leg].relatch_ns = <int64_t>(relatch_after * 1e9)
         s.legs[leg].nhosts = n
         for i in range(n):
             mc_addr_copy(&s.legs[leg].hosts[i], &parsed[i])
-        s.legs[leg].lat_rtp.len = 0
-        s.legs[leg].lat_rtcp.len = 0
+        if not same:
+            s.legs[leg].lat_rtp.len = 0
+            s.legs[leg].lat_rtcp.len = 0
         pthread_mutex_unlock(&s.lock)
 
     def foreign_source(self, int leg):

@@ -33,9 +33,10 @@ modes (:meth:`Session.set_latching`):
    media comes from one of those, so a third host cannot win the race to
    the first packet, not even while the caller listens to the recording
    notice and has sent nothing yet.
-3. A latch moves only by signalling: :meth:`Session.set_remote` (a
-   re-INVITE's or UPDATE's new SDP) and ``set_latching`` forget it, and the
-   next admissible packet latches afresh. Or, where ``relatch_after`` is
+3. A latch moves only by signalling: :meth:`Session.set_remote` with a new
+   address (a re-INVITE's or UPDATE's new SDP) and ``set_latching`` with a
+   new mode or hosts forget it, and the next admissible packet latches
+   afresh; the same SDP again (a session refresh) keeps it. Or, where ``relatch_after`` is
    set (off by default), when the latched source has been silent that long
    (a NAT rebinding, a phone restarted on another port): then the next
    packet from an admissible host takes the latch over. Never a host that
@@ -203,7 +204,8 @@ class Session:
         """Where SDP says ``leg`` receives: the c= address and m= port (and a=rtcp).
 
         RTCP defaults to port + 1 (RFC 3550 section 11); pass ``rtcp_port=port``
-        for rtcp-mux. Forgets the leg's latches (rule 3 in the module doc).
+        for rtcp-mux. A new address forgets the leg's latches (rule 3 in the
+        module doc); the same one again keeps them.
         The host must be an IP literal of our socket's family: SDP carries
         addresses, and resolving names on the media path is not our job.
         """
@@ -225,7 +227,8 @@ class Session:
         address family are left out, since no packet from them can reach
         our sockets. ``relatch_after``: seconds of silence of the latched
         source after which an admissible source takes a nat latch over
-        (None: never). Forgets the leg's latches. ValueError for a host
+        (None: never). A new mode or new hosts forget the leg's latches
+        (rule 3). ValueError for a host
         that is not an IP literal or more than ``_engine.LATCH_MAX_HOSTS``.
         """
         packed: list[bytes] = []

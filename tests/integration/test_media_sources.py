@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -330,3 +332,19 @@ def test_a_natted_caller_has_two_way_audio_only_where_nat_is_configured(
         assert stats["target.packets"] == 0
         assert re.search(r"dropped packets from unexpected sources: 50 on the caller's leg "
                          rf"\(the last from {HOST}:{media.port}\)", server.log)
+
+
+def test_a_bad_latching_setting_stops_serve_before_any_socket_opens(tmp_path: Path) -> None:
+    sip_port = free_sip_port()
+    path = tmp_path / "bad.toml"
+    path.write_text(config(sip_port, free_port(), 5070, tmp_path / "var", rtp_range(),
+                           latching="symmetric", record=False, relatch_after=-1)
+                    .replace("[rtp]\n", '[rtp]\nlatching = "open"\n'))
+    result = subprocess.run([sys.executable, "-m", "mediacore", "serve", "-c", str(path)],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    for problem in ("rtp.latching: must be one of strict, nat",
+                    "rtp.relatch_after: must not be negative",
+                    "number[0].media_latching: must be one of strict, nat"):
+        assert f"{path}: {problem}" in result.stderr
+    assert "ready:" not in result.stderr and "listening" not in result.stderr

@@ -227,6 +227,24 @@ def test_nat_set_remote_starts_afresh(engine: MediaEngine, peers) -> None:
     assert a.nothing()
 
 
+def test_nat_the_same_sdp_again_keeps_the_latch(engine: MediaEngine, peers) -> None:
+    """A session refresh (RFC 4028 re-INVITE) repeats the SDP: audio must keep
+    going to the latched source, not to the signalled address until the next
+    packet."""
+    signalled, actual, b = peers(), peers(), peers()
+    s = session(engine, signalled, b)
+    s.set_latching(Leg.A, Latching.NAT, hosts=[HOST])
+    actual.send(rtp(1), s.leg_a.rtp)
+    b.recv()
+    s.set_latching(Leg.A, Latching.NAT, hosts=[HOST])  # what EngineMedia does per SDP
+    s.set_remote(Leg.A, HOST, signalled.port)
+    b.send(rtp(2), s.leg_b.rtp)
+    assert actual.recv()[0][0] == rtp(2) and signalled.nothing()
+    s.set_latching(Leg.A, Latching.NAT, hosts=["127.0.0.5"])  # a new SIP peer: afresh
+    b.send(rtp(3), s.leg_b.rtp)
+    assert signalled.recv()[0][0] == rtp(3)
+
+
 def test_nat_never_relatches_by_default(engine: MediaEngine, peers) -> None:
     """The hijack after silence: before, 1 s of caller silence gave the leg away."""
     a, b, rebound, attacker = peers(), peers(), peers(), peers(ATTACKER)

@@ -157,6 +157,22 @@ def test_closed_sessions_keep_counting_and_negative_loss_is_floored() -> None:
     assert metrics.jitter.labels(direction="from_target")._sum.get() == pytest.approx(0.0)
 
 
+def test_packets_from_unexpected_sources_and_relatches_are_exported(view: View) -> None:
+    """A scanner's packets, dropped by a closed call's legs, stay in the totals."""
+    metrics = Metrics()
+    metrics.collect_server(view)
+    metrics.relay.session_closed((stream(strict_dropped=3, packets=10), stream(foreign=5,
+                                                                               relatches=2),
+                                  0, 0))
+    samples = scrape(metrics)
+    dropped = "mediacore_rtp_packets_dropped_total"
+    assert samples[(dropped, (("direction", "from_caller"), ("reason", "strict")))] == 3
+    assert samples[(dropped, (("direction", "from_caller"), ("reason", "foreign")))] == 0
+    assert samples[(dropped, (("direction", "from_target"), ("reason", "foreign")))] == 5
+    assert samples[("mediacore_rtp_relatches_total", (("direction", "from_target"),))] == 2
+    assert samples[("mediacore_rtp_relatches_total", (("direction", "from_caller"),))] == 0
+
+
 # --- the HTTP head parser ------------------------------------------------------------
 
 
