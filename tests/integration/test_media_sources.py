@@ -51,9 +51,12 @@ ATTACKER_SSRC = 0x66666666
 RANGE_PORTS = 12  # six RTP/RTCP pairs: one call uses two
 
 
-def rtp_range() -> tuple[int, int]:
-    base = random.Random().randrange(42000, 58000, 100)
-    return base, base + RANGE_PORTS - 1
+def rtp_range(avoid: int = 0) -> tuple[int, int]:
+    """A small random range that does not hold ``avoid`` (the SIP port: host checks)."""
+    while True:
+        base = random.Random().randrange(42000, 58000, 100)
+        if not base <= avoid < base + RANGE_PORTS:
+            return base, base + RANGE_PORTS - 1
 
 
 def config(sip_port: int, metrics_port: int, target_port: int, storage: Path,
@@ -179,7 +182,8 @@ def served(request: pytest.FixtureRequest, tmp_path: Path, echo_callee: int,
     """A server whose number has the test's ``media_latching`` (None: the
     default, strict), recording or not, with a small RTP range."""
     latching, record, relatch_after = request.param
-    sip_port, port_range = free_sip_port(), rtp_range()
+    sip_port = free_sip_port()
+    port_range = rtp_range(avoid=sip_port)
     server = MediacoreServer(tmp_path, config(
         sip_port, metrics_port, echo_callee, tmp_path / "var", port_range,
         latching=latching, record=record, relatch_after=relatch_after), sip_port)
