@@ -16,9 +16,10 @@ for the CDR's ``recording_error``. The pump counts and logs each failure once.
 Each time the call says where a leg receives (:meth:`EngineMedia.set_remote`,
 from an INVITE's, answer's, re-INVITE's or UPDATE's SDP) the leg's latching
 policy is set first (calls/latching.py: strict, or nat with the leg's SIP
-peer), so a new target or a new SDP always starts from a fresh, signalled
-latch. Packets the engine dropped for their source are reported once, when
-the call's media closes (a warning: someone sent media into the call).
+peer), so a new target or a new SDP address starts from a fresh latch,
+while the same SDP again (a session refresh) keeps the one it has. Packets
+the engine dropped for their source are reported once, when the call's
+media closes (a warning: someone sent media into the call).
 """
 
 from __future__ import annotations
