@@ -30,6 +30,7 @@ from mediacore.calls.routing import NumberingPlan, NumberPlan, RoutingError, dia
 from mediacore.config import Config
 from mediacore.deadlines import DeadlineHeap
 from mediacore.randomness import random_hex
+from mediacore.sip import loops
 from mediacore.sip import message as sip
 from mediacore.sip.endpoint import (
     Event,
@@ -58,7 +59,7 @@ DISPOSITIONS = ("answered", "no-answer", "busy", "failed", "cancelled", "voicema
 
 class CallCounters:
     """Calls since start. ``refused``: INVITEs answered before a call existed,
-    by a fixed few reasons (``not-found``, ``routing``, ``no-media``)."""
+    by a fixed few reasons (``not-found``, ``routing``, ``no-media``, ``loop``)."""
 
     __slots__ = ("ended", "refused", "started")
 
@@ -107,6 +108,9 @@ class B2BUA:
         self.on_call_ended = on_call_ended
         self.wall_clock = wall_clock
         self.node = node
+        #: What our loop tokens are derived from (mediacore.sip.loops): this
+        #: node, as other nodes and proxies can tell it from the others.
+        self.loop_key = loops.node_key(node, local.host, str(local.port))
         self.numbering = numbering or NumberingPlan(**asdict(config.routing))
         self.plan = NumberPlan(config.numbers, self.numbering)
         self.calls: dict[str, Call] = {}
@@ -180,6 +184,13 @@ class B2BUA:
                      request.call_id, dialled_number(request, self.numbering))
             self.counters.refuse("not-found")
             return self.endpoint.respond(transaction, 404, "Not Found", now=now)
+        token = loops.loop_token(self.loop_key, route.number)
+        if loops.has_looped(request, token):
+            # Forwarding it again would go round again: no call, no CDR, no ports.
+            log.warning("call -: INVITE %s for %s has passed this node before: 482",
+                        request.call_id, route.number)
+            self.counters.refuse("loop")
+            return self.endpoint.respond(transaction, 482, "Loop Detected", now=now)
         call_id = new_call_id()
         try:
             media = self.media_factory(call_id)
@@ -201,6 +212,8 @@ class B2BUA:
             wall_start=self.wall_clock(now),
             recordings_dir=self.recordings_dir,
             node=self.node,
+            loop_token=token,
+            loop_marker=loops.onward_marker(request, token),
         )
         self.calls[call_id] = call
         self._by_invite[transaction] = call

@@ -30,8 +30,8 @@ from mediacore.calls.media import CallMedia, RecordingFailed, RecordingResult, S
 from mediacore.calls.privacy import CallerIdentity, diversion_header, outbound_identity
 from mediacore.config import NumberConfig
 from mediacore.records.cdr import Cdr
+from mediacore.sip import loops, sdp
 from mediacore.sip import message as sip
-from mediacore.sip import sdp
 from mediacore.sip.dialog import Dialog, DialogError, new_branch, new_call_id, new_tag
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
 from mediacore.sip.transaction import (
@@ -47,6 +47,12 @@ log = logging.getLogger("mediacore.calls")
 #: The prompt played before recording when the number names none.
 DEFAULT_RECORDING_NOTICE = "recording-notice"
 BUSY_STATUSES = frozenset({486, 600})
+#: A target's answers that say the route loops; passed on to the caller when
+#: they end the call, as the clearest answer there is.
+LOOP_STATUSES = {482: "Loop Detected", 483: "Too Many Hops"}
+#: Max-Forwards of our outbound INVITEs when the caller's carries none, and
+#: the most we send (RFC 3261 8.1.1.6).
+MAX_FORWARDS = 70
 
 
 class CallState(Enum):
@@ -104,6 +110,19 @@ def next_hop(request: sip.Request) -> Peer:
     return Peer(transport if transport in (UDP, TCP) else UDP, uri.host, uri.port or 5060)
 
 
+def onward_max_forwards(invite: sip.Request) -> int:
+    """Max-Forwards for the INVITE we send on for ``invite``: one less (RFC 7332 3).
+
+    A B2BUA that resets it (or never lets it fall below 1, as we used to) lets
+    a loop through another B2BUA or a carrier run until something else runs
+    out. An INVITE with 0 never gets here: the endpoint answers it 483.
+    """
+    received = invite.max_forwards
+    if received is None:
+        return MAX_FORWARDS
+    return max(min(received - 1, MAX_FORWARDS), 0)
+
+
 @dataclass(eq=False)
 class OutboundLeg:
     """One attempt at one target (RFC 3261: a new dialog, a new Call-ID)."""
@@ -142,6 +161,10 @@ class Call:
     wall_start: datetime
     recordings_dir: Path
     node: str = ""
+    #: This node's loop token for the call's number, and the Mediacore-Loop
+    #: value for its outbound INVITEs (mediacore.sip.loops); empty: unmarked.
+    loop_token: str = ""
+    loop_marker: str = ""
     state: CallState = CallState.DIALING
     local_tag: str = field(default_factory=new_tag)
     choice: sdp.CodecChoice | None = None
@@ -305,11 +328,10 @@ class Call:
 
     def _dial(self, target: str, now: float) -> list[Output]:
         identity = outbound_identity(self.caller, self.local.host)
-        max_forwards = self.invite.max_forwards
-        forwards = 70 if max_forwards is None else max(min(max_forwards - 1, 70), 1)
         headers: list[tuple[str, str]] = [
-            ("Via", self.local.via(new_branch())),
-            ("Max-Forwards", str(forwards)),
+            ("Via", self.local.via(loops.loop_branch(self.loop_token) if self.loop_token
+                                   else new_branch())),
+            ("Max-Forwards", str(onward_max_forwards(self.invite))),
             *identity.headers(from_tag=new_tag()),
             ("To", f"<{target}>"),
             ("Call-ID", new_call_id(self.local.host)),
@@ -322,6 +344,8 @@ class Call:
             ("User-Agent", self.endpoint.user_agent),
             ("Content-Type", "application/sdp"),
         ]
+        if self.loop_marker:
+            headers.insert(-1, (loops.LOOP_HEADER, self.loop_marker))
         try:
             request = sip.Request("INVITE", parse_uri(target), headers, self.offer_to_targets)
         except (ValueError, sip.ParseError) as error:
@@ -466,6 +490,10 @@ class Call:
             return self._start_voicemail(now)
         if self.busy_seen:
             return self._reject(486, "Busy Here", now, disposition="busy")
+        if self.last_failure in LOOP_STATUSES:
+            # The caller's network learns that this route goes round in circles.
+            return self._reject(self.last_failure, LOOP_STATUSES[self.last_failure], now,
+                                disposition="failed")
         no_answer = self.last_failure in (None, 408, 480, 487)
         if no_answer:
             return self._reject(480, "Temporarily Unavailable", now, disposition="no-answer")
