@@ -104,10 +104,7 @@ def next_hop(request: sip.Request) -> Peer:
     uri = routes[0].uri if routes else request.uri
     if not isinstance(uri, SipURI):
         raise CallError(502, f"cannot send to {uri}")
-    transport = (uri.param("transport") or UDP).lower()
-    if uri.scheme == "sips":
-        transport = TCP  # TLS is not offered yet; sips over TCP is the nearest
-    return Peer(transport if transport in (UDP, TCP) else UDP, uri.host, uri.port or 5060)
+    return Peer(*loops.uri_destination(uri))
 
 
 def onward_max_forwards(invite: sip.Request) -> int:

@@ -34,6 +34,7 @@ import re
 from mediacore.randomness import random_hex
 from mediacore.sip import message as sip
 from mediacore.sip.headers import MAGIC_COOKIE
+from mediacore.sip.uri import SipURI
 
 __all__ = [
     "LOOP_HEADER",
@@ -43,6 +44,7 @@ __all__ = [
     "loop_token",
     "node_key",
     "onward_marker",
+    "uri_destination",
 ]
 
 #: The header that lists the loop tokens of the mediacore nodes a call passed.
@@ -55,6 +57,7 @@ BRANCH_MAGIC = "mc"
 TOKEN_LENGTH = 12  # hex digits: 48 bits, no accidental collision in any chain
 _TOKEN = re.compile(rf"[0-9a-f]{{{TOKEN_LENGTH}}}")
 _PREFIX = MAGIC_COOKIE + BRANCH_MAGIC
+DEFAULT_PORT = 5060
 _READ_PARTS = 4 * MAX_TOKENS  # of a header value, before the malformed ones are dropped
 
 
@@ -110,3 +113,19 @@ def onward_marker(request: sip.Request, token: str) -> str:
     the tokens it came with (the last MAX_TOKENS - 1) and ours."""
     carried = [t for t in _header_tokens(request) if t != token]
     return ", ".join([*carried[-(MAX_TOKENS - 1):], token])
+
+
+def uri_destination(uri: SipURI) -> tuple[str, str, int]:
+    """``(transport, host, port)`` that a request to ``uri`` goes to: the host as
+    written (targets and trunks are IP addresses, no DNS on the signalling
+    path), port 5060 unless given, ``sips:`` over TCP (TLS is not offered yet).
+
+    One rule for sending (``calls.call.next_hop``) and for the config check
+    that a target is not this server itself, so that the two cannot disagree.
+    """
+    transport = (uri.param("transport") or "udp").lower()
+    if uri.scheme == "sips":
+        transport = "tcp"
+    if transport not in ("udp", "tcp"):
+        transport = "udp"
+    return transport, uri.host, uri.port or DEFAULT_PORT
