@@ -40,6 +40,7 @@ from mediacore.sip.endpoint import (
     SipEndpoint,
     TransactionTimedOut,
 )
+from mediacore.sip.media_policy import MediaPolicy
 from mediacore.sip.transaction import (
     ClientTransaction,
     ServerInviteTransaction,
@@ -99,6 +100,7 @@ class B2BUA:
         numbering: NumberingPlan | None = None,
         node: str = "",
         on_setup: Callable[[float], None] | None = None,
+        broadcasts: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
         self.endpoint = endpoint
@@ -111,6 +113,10 @@ class B2BUA:
         #: What our loop tokens are derived from (mediacore.sip.loops): this
         #: node, as other nodes and proxies can tell it from the others.
         self.loop_key = loops.node_key(node, local.host, str(local.port))
+        #: Where SDP may aim the relay: our media address's family, unicast, no
+        #: broadcast (``broadcasts``: this host's subnet broadcasts, from the
+        #: edge). [rtp] changes only on restart, so reload keeps it.
+        self.media_policy = MediaPolicy(config.rtp.address, broadcasts)
         self.numbering = numbering or NumberingPlan(**asdict(config.routing))
         self.plan = NumberPlan(config.numbers, self.numbering)
         self.calls: dict[str, Call] = {}
@@ -167,11 +173,11 @@ class B2BUA:
             return self._in_dialog(request, transaction, now)
         if method == "INVITE":
             assert isinstance(transaction, ServerInviteTransaction)
-            return self._new_call(request, transaction, now)
+            return self._new_call(request, transaction, now, event.peer.host)
         return self.endpoint.respond(transaction, 481, now=now)
 
     def _new_call(self, request: sip.Request, transaction: ServerInviteTransaction,
-                  now: float) -> list[Output]:
+                  now: float, source: str) -> list[Output]:
         try:
             route = self.plan.lookup(request)
         except RoutingError as error:
@@ -214,6 +220,8 @@ class B2BUA:
             node=self.node,
             loop_token=token,
             loop_marker=loops.onward_marker(request, token),
+            media_policy=self.media_policy,
+            caller_host=source,
         )
         self.calls[call_id] = call
         self._by_invite[transaction] = call

@@ -34,6 +34,7 @@ from mediacore.sip import loops, sdp
 from mediacore.sip import message as sip
 from mediacore.sip.dialog import Dialog, DialogError, new_branch, new_call_id, new_tag
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
+from mediacore.sip.media_policy import MediaPolicy, MediaRefused, sdp_warning
 from mediacore.sip.transaction import (
     ClientTransaction,
     ServerInviteTransaction,
@@ -70,12 +71,14 @@ VOICEMAIL_PROMPTS = ("voicemail-greeting", "beep")
 
 
 class CallError(Exception):
-    """A call that cannot start; ``status`` is the answer to the caller."""
+    """A call that cannot start; ``status`` is the answer to the caller, with
+    ``warning`` as a Warning header (RFC 3261 20.43) when there is one."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, warning: str | None = None) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+        self.warning = warning
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,10 @@ class Call:
     #: value for its outbound INVITEs (mediacore.sip.loops); empty: unmarked.
     loop_token: str = ""
     loop_marker: str = ""
+    #: Where SDP may aim our media (mediacore.sip.media_policy); None: anywhere.
+    media_policy: MediaPolicy | None = None
+    #: The address the caller's INVITE came from (the policy's loopback rule).
+    caller_host: str | None = None
     state: CallState = CallState.DIALING
     local_tag: str = field(default_factory=new_tag)
     choice: sdp.CodecChoice | None = None
@@ -212,7 +219,9 @@ class Call:
         try:
             self._negotiate(self.invite)
         except CallError as error:
-            return self._reject(error.status, error.reason, now, disposition="rejected")
+            headers = (("Warning", error.warning),) if error.warning else ()
+            return self._reject(error.status, error.reason, now, disposition="rejected",
+                                headers=headers)
         prompt = self.number.announcement or (
             DEFAULT_RECORDING_NOTICE if self.number.record else None)
         if prompt is not None:
@@ -229,14 +238,15 @@ class Call:
             raise CallError(488, "An SDP offer is required in the INVITE")
         try:
             offer = sdp.parse(body)
+            self._check_media(offer, self.caller_host)
             choice = sdp.select_codec(offer)
             remote = sdp.peer_media(offer, choice.media_index)
         except sdp.SdpError as error:
-            raise CallError(488, f"Not Acceptable Here: {error}") from None
+            raise CallError(488, f"Not Acceptable Here: {error}",
+                            sdp_warning(error)) from None
         self.choice = choice
         media = self.media
-        if remote is not None:
-            media.set_remote(Side.CALLER, remote.address, remote.port, remote.rtcp_port)
+        self._aim(Side.CALLER, remote)
         media.set_codec(Side.CALLER, choice.payload_type, choice.encoding,
                         choice.telephone_event)
         self.origins = {side: sdp.Origin.new(media.address) for side in Side}
@@ -275,11 +285,11 @@ class Call:
         self.early_media_sent = True
         return self._answer_caller(183, now, body=self.answer_sdp, reason="Session Progress")
 
-    def _reject(self, status: int, reason: str, now: float, *, disposition: str
-                ) -> list[Output]:
+    def _reject(self, status: int, reason: str, now: float, *, disposition: str,
+                headers: tuple[tuple[str, str], ...] = ()) -> list[Output]:
         self._log("answering the caller %s %s", status, reason)
         outputs = self.endpoint.respond(self.transaction, status, reason, now=now,
-                                        to_tag=self.local_tag)
+                                        to_tag=self.local_tag, headers=headers)
         return outputs + self._end(now, disposition=disposition, status=status,
                                    hangup_by="system")
 
@@ -383,7 +393,7 @@ class Call:
         outputs: list[Output] = []
         body = _sdp_body(response)
         if body is not None:
-            self._take_target_sdp(body)
+            self._take_target_sdp(leg, body)
         if body is not None or self.early_media_sent:
             # The target's ringback or announcement reaches the caller through
             # our relay: the caller keeps our SDP.
@@ -396,15 +406,33 @@ class Call:
             outputs += self._send_cancel(leg, now)
         return outputs
 
-    def _take_target_sdp(self, body: bytes) -> None:
+    def _take_target_sdp(self, leg: OutboundLeg, body: bytes) -> MediaRefused | None:
+        """Aim the relay where the target's SDP says; the policy's refusal, if any
+        (then the relay is left as it was: nothing is sent where the SDP said)."""
         try:
             answer = sdp.parse(body)
         except sdp.SdpError as error:
             self._log("target's SDP ignored: %s", error)
+            return None
+        try:
+            self._check_media(answer, leg.peer.host)
+        except MediaRefused as error:
+            self._log("target %d's SDP refused: %s", self.target_index + 1, error)
+            return error
+        self._aim(Side.CALLEE, sdp.peer_media(answer))
+        return None
+
+    def _check_media(self, description: sdp.SessionDescription, peer_host: str | None
+                     ) -> None:
+        if self.media_policy is not None:
+            self.media_policy.check(description, peer_host=peer_host)
+
+    def _aim(self, side: Side, remote: sdp.PeerMedia | None) -> None:
+        """Tell the relay where ``side`` receives; not for 0.0.0.0, the RFC 2543
+        hold, which means "send nothing" (on Linux a packet to it reaches this host)."""
+        if remote is None or remote.address in ("0.0.0.0", "::"):
             return
-        remote = sdp.peer_media(answer)
-        if remote is not None:
-            self.media.set_remote(Side.CALLEE, remote.address, remote.port, remote.rtcp_port)
+        self.media.set_remote(side, remote.address, remote.port, remote.rtcp_port)
 
     def _target_answered(self, leg: OutboundLeg, response: sip.Response, now: float
                          ) -> list[Output]:
@@ -413,8 +441,8 @@ class Call:
         leg.dialog = Dialog.from_uac(leg.request, response)
         leg.final_status = response.status
         body = _sdp_body(response)
-        if body is not None:
-            self._take_target_sdp(body)
+        if body is not None and self._take_target_sdp(leg, body) is not None:
+            return self._target_answer_refused(leg, now)
         if self.choice is not None:
             self.media.set_codec(Side.CALLEE, self.choice.payload_type, self.choice.encoding,
                                  self.choice.telephone_event)
@@ -436,6 +464,18 @@ class Call:
             self.media.start_recording(path, channels=2)
             self._log("recording to %s", path)
         return outputs
+
+    def _target_answer_refused(self, leg: OutboundLeg, now: float) -> list[Output]:
+        """A target answered with SDP that cannot aim media: it is not bridged.
+        ACK and BYE it (RFC 3261 15: a 2xx we do not want), then the next target."""
+        self.deadlines.pop("ring", None)
+        self.last_failure = 488
+        self.leg = None
+        leg.cancelled = True
+        self.abandoned.append(leg)
+        outputs: list[Output] = [self._ack(leg)]
+        outputs += self._bye(leg.dialog, now)
+        return outputs + self._dial_next(now)
 
     def _ack(self, leg: OutboundLeg) -> Transmit:
         assert leg.dialog is not None
@@ -544,7 +584,8 @@ class Call:
         return self.leg.dialog if self.leg is not None else None
 
     def relay_request(self, side: Side, request: sip.Request,
-                      transaction: ServerTransaction, now: float) -> list[Output]:
+                      transaction: ServerTransaction, now: float,
+                      source: str | None = None) -> list[Output]:
         """Pass a re-INVITE, UPDATE or INFO to the other side, SDP anchored on us.
 
         Hold, resume and codec changes reach the other party this way, and
@@ -571,10 +612,13 @@ class Call:
         offer = _sdp_body(request)
         if offer is not None:
             try:
-                body = self._anchor(offer, sender=side, receiver=other_side)
+                body = self._anchor(offer, sender=side, receiver=other_side,
+                                    peer_host=source or self._peer_host(side))
             except sdp.SdpError as error:
+                self._log("%s from the %s refused: %s", request.method, _who(side), error)
                 return self.endpoint.respond(transaction, 488, f"Not Acceptable Here: {error}",
-                                             now=now, to_tag=request.to_tag)
+                                             now=now, to_tag=request.to_tag,
+                                             headers=(("Warning", sdp_warning(error)),))
             headers.append(("Content-Type", "application/sdp"))
         elif request.body:
             body = request.body
@@ -598,15 +642,18 @@ class Call:
                 headers=(("Contact", self.local.contact()), ("Content-Type", "application/sdp")))
         return self.endpoint.respond(transaction, 200, now=now, to_tag=request.to_tag)
 
-    def _anchor(self, body: bytes, *, sender: Side, receiver: Side) -> bytes:
+    def _anchor(self, body: bytes, *, sender: Side, receiver: Side,
+                peer_host: str | None) -> bytes:
         """SDP from ``sender`` as ``receiver`` gets it: our address, the receiver leg's port.
 
-        Also tells the relay where ``sender`` now receives (hold, a new address).
+        Also tells the relay where ``sender`` now receives (hold, a new address),
+        once the media policy took the description: a refusal (an SdpError)
+        leaves the relay as it was.
         """
         description = sdp.parse(body)
+        self._check_media(description, peer_host)
         remote = sdp.peer_media(description)
-        if remote is not None:
-            self.media.set_remote(sender, remote.address, remote.port, remote.rtcp_port)
+        self._aim(sender, remote)
         audio = remote.media_index if remote is not None else -1
         ports = [self.media.port(receiver) if index == audio else 0
                  for index in range(len(description.media))]
@@ -636,14 +683,22 @@ class Call:
         headers: list[tuple[str, str]] = [("Contact", self.local.contact())]
         body = b""
         answer = _sdp_body(response)
+        status, reason = response.status, response.reason
         if answer is not None and 200 <= response.status < 300:
             try:
-                body = self._anchor(answer, sender=answering, receiver=relay.side)
+                body = self._anchor(answer, sender=answering, receiver=relay.side,
+                                    peer_host=self._peer_host(answering))
                 headers.append(("Content-Type", "application/sdp"))
                 self._follow_codec(answer)
+            except MediaRefused as error:
+                # The answerer took the offer, but where it says it receives we
+                # do not send: the offerer keeps the session it had.
+                self._log("answer from the %s refused: %s", _who(answering), error)
+                status, reason = 488, f"Not Acceptable Here: {error}"
+                headers.append(("Warning", error.warning()))
             except sdp.SdpError as error:
                 self._log("answer from the %s unusable: %s", _who(answering), error)
-        reply = sip.make_response(relay.request, response.status, response.reason,
+        reply = sip.make_response(relay.request, status, reason,
                                   to_tag=relay.request.to_tag, body=body,
                                   extra_headers=[("Server", self.endpoint.user_agent), *headers])
         outputs += self.endpoint.send_response(relay.transaction, reply, now)
@@ -651,6 +706,13 @@ class Call:
             outputs += self.hang_up(now, f"the {_who(answering)} answered {response.status} "
                                          "inside the dialog")
         return outputs
+
+    def _peer_host(self, side: Side) -> str | None:
+        """Where ``side``'s signalling comes from: the caller's INVITE's source, the
+        address we dial the target at."""
+        if side is Side.CALLER:
+            return self.caller_host
+        return self.leg.peer.host if self.leg is not None else None
 
     def relay_timed_out(self, client: ClientTransaction, now: float) -> list[Output]:
         side = self.refreshes.pop(client, None)
