@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mediacore.calls.call import Call, CallError, LocalContact, OutboundLeg
+from mediacore.calls.call import Call, CallError, LocalContact, OutboundLeg, normal_host
 from mediacore.calls.media import CallMedia, Side
 from mediacore.calls.privacy import identify_caller
 from mediacore.calls.routing import NumberingPlan, NumberPlan, RoutingError, dialled_number
@@ -39,6 +39,7 @@ from mediacore.sip.endpoint import (
     ResponseReceived,
     SipEndpoint,
     TransactionTimedOut,
+    counted_method,
 )
 from mediacore.sip.media_policy import MediaPolicy
 from mediacore.sip.transaction import (
@@ -62,12 +63,15 @@ class CallCounters:
     """Calls since start. ``refused``: INVITEs answered before a call existed,
     by a fixed few reasons (``not-found``, ``routing``, ``no-media``, ``loop``)."""
 
-    __slots__ = ("ended", "refused", "started")
+    __slots__ = ("ended", "foreign", "refused", "started")
 
     def __init__(self) -> None:
         self.started = 0
         self.ended: dict[str, int] = dict.fromkeys(DISPOSITIONS, 0)
         self.refused: dict[str, int] = {}
+        #: Requests for a live call from an address that is not its peer's
+        #: (refused 403, or an ACK dropped), by method (counted_method: bounded).
+        self.foreign: dict[str, int] = {}
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -156,12 +160,23 @@ class B2BUA:
         if method == "ACK":
             found = self._by_dialog.get((request.call_id, request.to_tag))
             if found is not None and found[1] is Side.CALLER:
+                if not self._from_peer(found[0], Side.CALLER, event):
+                    return []  # an ACK is never answered
                 return self._after(found[0], found[0].caller_acked(now))
             return []
         assert transaction is not None
         if method == "CANCEL":
             invite = self.endpoint.find_invite(request)
             call = self._by_invite.get(invite) if invite is not None else None
+            if call is not None and not self._from_peer(call, Side.CALLER, event):
+                outputs = self.endpoint.respond(transaction, 403, "Forbidden", now=now)
+                # A CANCEL's branch is its INVITE's (9.1), so the caller's own
+                # CANCEL matches this transaction: forgotten, it is not taken
+                # for a retransmission of the stranger's and answered 403 too.
+                server = self.endpoint.transactions.server
+                if server.get(transaction.key) is transaction:
+                    del server[transaction.key]
+                return outputs
             # The 200 to a CANCEL carries the To tag of the INVITE's responses (9.2).
             tag = call.local_tag if call is not None else (invite.local_tag if invite else None)
             outputs = self.endpoint.respond(transaction, 200 if invite else 481, now=now,
@@ -170,7 +185,7 @@ class B2BUA:
                 outputs += self._after(call, call.caller_cancelled(now))
             return outputs
         if request.to_tag is not None:
-            return self._in_dialog(request, transaction, now)
+            return self._in_dialog(event, transaction, now)
         if method == "INVITE":
             assert isinstance(transaction, ServerInviteTransaction)
             return self._new_call(request, transaction, now, event.peer.host)
@@ -230,19 +245,41 @@ class B2BUA:
                  route.number, route.config.owner)
         return self._after(call, call.start(now))
 
-    def _in_dialog(self, request: sip.Request, transaction: ServerTransaction,
+    def _from_peer(self, call: Call, side: Side, event: RequestReceived) -> bool:
+        """Whether ``event`` may act on ``call`` as ``side``: it comes from that
+        side's peer (Call.peer_hosts) or from a trusted source (a carrier's
+        other proxies). A stranger who learnt the Call-ID and tags is counted
+        and logged; the caller decides what it gets (403, or nothing for ACK)."""
+        host = event.peer.host
+        if normal_host(host) in call.peer_hosts(side) or self.endpoint.config.is_trusted(host):
+            return True
+        method = counted_method(event.request.method)
+        self.counters.foreign[method] = self.counters.foreign.get(method, 0) + 1
+        log.warning("call %s: %s from %s, which is neither the %s's address nor trusted: "
+                    "refused", call.id, method, event.peer,
+                    "caller" if side is Side.CALLER else "target")
+        return False
+
+    def _in_dialog(self, event: RequestReceived, transaction: ServerTransaction,
                    now: float) -> list[Output]:
+        request = event.request
         found = self._by_dialog.get((request.call_id, request.to_tag))
         if found is None:
             log.info("call -: %s for an unknown dialog: 481", request.method)
             return self.endpoint.respond(transaction, 481, now=now)
         call, side = found
+        if not self._from_peer(call, side, event):
+            # Before anything of the call is touched: its dialog's CSeq, the
+            # session timer, the relay's addresses.
+            return self.endpoint.respond(transaction, 403, "Forbidden", now=now,
+                                         to_tag=request.to_tag)
         method = request.method
         if method == "BYE":
             outputs = self.endpoint.respond(transaction, 200, now=now)
             return outputs + self._after(call, call.bye_from(side, now))
         if method in ("INVITE", "UPDATE", "INFO"):
-            return self._after(call, call.relay_request(side, request, transaction, now))
+            return self._after(call, call.relay_request(side, request, transaction, now,
+                                                        source=event.peer.host))
         return self.endpoint.respond(transaction, 200, now=now, to_tag=request.to_tag)
 
     def _response(self, event: ResponseReceived, now: float) -> list[Output]:

@@ -19,6 +19,7 @@ either side, ``max_duration`` or media inactivity ends both legs → one CDR.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,7 +42,7 @@ from mediacore.sip.transaction import (
     ServerTransaction,
 )
 from mediacore.sip.transport import TCP, UDP, Peer
-from mediacore.sip.uri import SipURI, parse_uri
+from mediacore.sip.uri import SipURI, parse_name_addr, parse_uri
 
 log = logging.getLogger("mediacore.calls")
 
@@ -707,6 +708,35 @@ class Call:
                                          "inside the dialog")
         return outputs
 
+    def peer_hosts(self, side: Side) -> set[str]:
+        """The addresses ``side``'s requests may come from: where its signalling
+        came from or goes to (the caller's INVITE's source, the address we dial a
+        target at), its Contact (the dialog's remote target) and its first route.
+
+        Compared by address, not port: a UDP peer may send from another port
+        than its Contact's, and a stranger on the peer's own host is not one
+        this check could tell apart anyway.
+        """
+        hosts: set[str] = set()
+        if side is Side.CALLER:
+            hosts.add(self.caller_host or "")
+            dialog = self.caller_dialog
+            if dialog is not None:
+                hosts |= _dialog_hosts(dialog)
+            else:  # early: the INVITE says the same
+                contact = self.invite.contact
+                hosts.add(_uri_host(contact.uri_text) if contact is not None else "")
+                hosts |= {_uri_host(str(route)) for route in self.invite.record_routes[:1]}
+        else:
+            for leg in (self.leg, *self.abandoned):
+                if leg is None:
+                    continue
+                hosts.add(leg.peer.host)
+                if leg.dialog is not None:
+                    hosts |= _dialog_hosts(leg.dialog)
+        hosts.discard("")
+        return {normal_host(host) for host in hosts}
+
     def _peer_host(self, side: Side) -> str | None:
         """Where ``side``'s signalling comes from: the caller's INVITE's source, the
         address we dial the target at."""
@@ -920,6 +950,27 @@ class Call:
         (benchmarks/RESULTS.md): INFO keeps the INVITE and the CDR."""
         if log.isEnabledFor(logging.DEBUG):
             log.debug(f"call {self.id}: {text}", *args)
+
+
+def normal_host(host: str) -> str:
+    """An address in one spelling (``0:0::1`` is ``::1``); a name as it is."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _uri_host(text: str) -> str:
+    """The host of a URI or name-addr, as an address would be written ("" if none)."""
+    try:
+        uri = parse_name_addr(text).uri if "<" in text else parse_uri(text)
+    except (ValueError, sip.ParseError):
+        return ""
+    return uri.host if isinstance(uri, SipURI) else ""
+
+
+def _dialog_hosts(dialog: Dialog) -> set[str]:
+    return {_uri_host(dialog.remote_target), *(_uri_host(r) for r in dialog.route_set[:1])}
 
 
 def _who(side: Side) -> str:
