@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mediacore.sip.sdp import MediaDescription, SdpError, SessionDescription
 
@@ -97,7 +98,8 @@ class MediaPolicy:
 
     @property
     def version(self) -> int:
-        return ipaddress.ip_address(self.address).version
+        address = _address(self.address)
+        return 4 if address is None else address.version
 
     def check(self, description: SessionDescription, *, peer_host: str | None) -> None:
         """Raise :class:`MediaRefused` if ``description`` (from ``peer_host``, the
@@ -128,11 +130,10 @@ class MediaPolicy:
             raise MediaRefused(f"{where}: address type {addrtype!r} (only IP4, IP6)",
                                INCOMPATIBLE_ADDRESS_FORMAT)
         host, slash, _ = address.partition("/")
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
+        ip = _address(host)
+        if ip is None:
             raise MediaRefused(f"{where}: {_show(host)} is not an {addrtype} address (names "
-                               "are not looked up)", INCOMPATIBLE_ADDRESS_FORMAT) from None
+                               "are not looked up)", INCOMPATIBLE_ADDRESS_FORMAT)
         if ip.version != versions[addrtype]:
             raise MediaRefused(f"{where}: {host} is not an {addrtype} address",
                                INCOMPATIBLE_ADDRESS_FORMAT)
@@ -157,13 +158,19 @@ class MediaPolicy:
                                MISCELLANEOUS)
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
+@lru_cache(maxsize=4096)
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` parsed, or None; cached: a carrier's few media addresses come back
+    call after call, and parsing one is most of what a check costs."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return None
+
+
+def _is_loopback(host: str | None) -> bool:
+    address = None if host is None else _address(host)
+    return address is not None and address.is_loopback
 
 
 def _unreachable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
