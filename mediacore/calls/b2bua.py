@@ -251,7 +251,8 @@ class B2BUA:
         other proxies). A stranger who learnt the Call-ID and tags is counted
         and logged; the caller decides what it gets (403, or nothing for ACK)."""
         host = event.peer.host
-        if normal_host(host) in call.peer_hosts(side) or self.endpoint.config.is_trusted(host):
+        peers = call.peer_hosts(side, event.request.call_id)
+        if normal_host(host) in peers or self.endpoint.config.is_trusted(host):
             return True
         method = counted_method(event.request.method)
         self.counters.foreign[method] = self.counters.foreign.get(method, 0) + 1

@@ -708,14 +708,15 @@ class Call:
                                          "inside the dialog")
         return outputs
 
-    def peer_hosts(self, side: Side) -> set[str]:
+    def peer_hosts(self, side: Side, call_id: str | None = None) -> set[str]:
         """The addresses ``side``'s requests may come from: where its signalling
         came from or goes to (the caller's INVITE's source, the address we dial a
         target at), its Contact (the dialog's remote target) and its first route.
 
         Compared by address, not port: a UDP peer may send from another port
         than its Contact's, and a stranger on the peer's own host is not one
-        this check could tell apart anyway.
+        this check could tell apart anyway. For a target, ``call_id`` (the
+        request's) picks the leg it is about: one target cannot speak for another.
         """
         hosts: set[str] = set()
         if side is Side.CALLER:
@@ -729,7 +730,7 @@ class Call:
                 hosts |= {_uri_host(str(route)) for route in self.invite.record_routes[:1]}
         else:
             for leg in (self.leg, *self.abandoned):
-                if leg is None:
+                if leg is None or (call_id is not None and leg.request.call_id != call_id):
                     continue
                 hosts.add(leg.peer.host)
                 if leg.dialog is not None:

@@ -212,3 +212,18 @@ def test_refusals_show_in_the_metrics(tmp_path: Path) -> None:
     assert samples[("mediacore_calls_foreign_requests_total", (("method", "BYE"),))] == 1
     assert samples[("mediacore_calls_foreign_requests_total", (("method", "CANCEL"),))] == 0
     assert samples[("mediacore_calls_refused_total", (("reason", "loop"),))] == 1
+
+
+def test_a_target_that_was_tried_before_cannot_end_the_next_ones_dialog(tmp_path: Path) -> None:
+    first = Peer("udp", "127.0.0.3", 5080)
+    h = Harness(tmp_path, targets=("sip:+31201234567@127.0.0.3:5080", TARGET))
+    h.endpoint.config = SipConfig(trusted_sources=(ipaddress.ip_network("127.0.0.1/32"),))
+    out = h.receive(invite(), CARRIER)
+    busy = only(out, sip.Request, method="INVITE")
+    out = h.receive(answer_from_target(busy, 486), first, at=0.5)
+    onward = only(out, sip.Request, method="INVITE")
+    h.receive(answer_from_target(onward, 200, tag="t1"), TARGET_PEER, at=1.0)
+    out = h.receive(target_bye(onward, "z9hG4bKold1"), first, at=5.0)
+    assert responses(out) == [403] and h.ended == []
+    out = h.receive(target_bye(onward, "z9hG4bKtbye2"), TARGET_PEER, at=6.0)
+    assert responses(out) == [200] and h.ended[0].cdr().hangup_by == "callee"
