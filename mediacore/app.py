@@ -32,6 +32,7 @@ from mediacore.config import Config, ConfigError, example_config_path, load_conf
 from mediacore.diskspace import FreeSpace
 from mediacore.host_checks import raise_open_file_limit
 from mediacore.metrics.service import MetricsService
+from mediacore.netinfo import host_broadcasts
 from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
 from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
 from mediacore.rtp.player import PromptLibrary
@@ -108,6 +109,7 @@ class Server:
             wall_clock=lambda now: datetime.fromtimestamp(now + self._wall_offset, UTC),
             node=self.config.records.node,
             on_setup=self.metrics.observe_setup if self.metrics is not None else None,
+            broadcasts=host_broadcasts(),
         )
         self.engine.start(self._loop, self._on_media_events)
         self.recording_pump.start(self._loop)

@@ -10,11 +10,12 @@ any socket opens) and SIGHUP reloads all run them, and the host checks of
 
 from __future__ import annotations
 
+import socket
 from dataclasses import asdict
 
 from mediacore.calls.call import DEFAULT_RECORDING_NOTICE, VOICEMAIL_PROMPTS
 from mediacore.calls.routing import NumberingPlan, NumberPlan
-from mediacore.config import Config
+from mediacore.config import Config, target_destination, target_loop
 from mediacore.host_checks import host_problems
 from mediacore.rtp.player import PromptLibrary
 
@@ -46,4 +47,37 @@ def problems(config: Config) -> list[str]:
                 prompts.path_of(name)
             except (OSError, ValueError) as error:
                 found.append(f"number[{index}].{key}: {error}")
-    return found + host_problems(config)
+    return found + _wildcard_loops(config) + host_problems(config)
+
+
+def _wildcard_loops(config: Config) -> list[str]:
+    """Targets that are this host's own address at a port we listen on with
+    ``0.0.0.0``/``::``: config.py cannot know the host's addresses; this asks it.
+    (The targets config.py refused already are not looked at again.)"""
+    if not any(listen.host in ("0.0.0.0", "::") for listen in config.sip.listen):
+        return []
+    found: list[str] = []
+    for index, number in enumerate(config.numbers):
+        for position, target in enumerate(number.targets):
+            try:
+                destination = target_destination(target)
+            except ValueError:
+                continue
+            if target_loop(destination, config.sip) is not None:
+                continue
+            loop = target_loop(destination, config.sip, is_local=_is_local_address)
+            if loop is not None:
+                found.append(f"number[{index}].targets[{position}]: {target} {loop}: every "
+                             "call to the number would call itself")
+    return found
+
+
+def _is_local_address(host: str) -> bool:
+    """Whether ``host`` is an address of this host: it can be bound (port 0, closed at once)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True

@@ -583,7 +583,99 @@ NUMBER_KEYS = {"number", "owner", "targets", "ring_timeout", "record", "retentio
                "media_latching"}
 
 
-def _read_number(r: _Reader, table: Any, index: int) -> NumberConfig | None:
+def _same_address(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::")
+
+
+def target_loop(destination: tuple[str, str, int], sip: SipConfig,
+                is_local: Callable[[str], bool] | None = None) -> str | None:
+    """Which of our own SIP addresses a target's ``(transport, host, port)`` is, or None.
+
+    A target that is this server makes every call to its number call itself
+    (RFC 3261 16.3's loop, in a config). Ours: a ``sip.listen`` address, or
+    ``sip.advertised_address`` at a listen port of the same transport (behind
+    NAT the advertised address reaches us too); a ``0.0.0.0``/``::`` listener
+    takes loopback addresses, and any address ``is_local`` says is this
+    host's (the host checks pass a probe; config alone cannot know).
+    """
+    transport, host, port = destination
+    for listen in sip.listen:
+        if listen.transport != transport or listen.port != port:
+            continue
+        where = f"sip.listen {listen}"
+        if _same_address(host, listen.host):
+            return f"is this server ({where})"
+        if _same_address(host, sip.advertised_address):
+            return f"is this server (sip.advertised_address {sip.advertised_address} at {where})"
+        if _wildcard(listen.host) and _same_family(host, listen.host) and (
+                ipaddress.ip_address(host).is_loopback
+                or (is_local is not None and is_local(host))):
+            return f"is this server ({host} is an address of this host, and {where})"
+    return None
+
+
+def _same_family(host: str, wildcard: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == ipaddress.ip_address(wildcard).version
+    except ValueError:
+        return False
+
+
+def target_destination(target: str) -> tuple[str, str, int]:
+    """Where calls to a ``[[number]] targets`` entry go; ValueError says why nowhere.
+
+    The host must be a unicast IP address (no DNS on the signalling path,
+    docs/contracts.md), one a request can be sent to.
+    """
+    from mediacore.sip.loops import uri_destination
+    from mediacore.sip.uri import ParseError, SipURI, parse_uri
+
+    try:
+        uri = parse_uri(target)
+    except ParseError as error:
+        raise ValueError(f"not a SIP URI: {error.reason}") from None
+    if not isinstance(uri, SipURI):
+        raise ValueError("must be a SIP URI (sip:... or sips:...)")
+    destination = uri_destination(uri)
+    host = destination[1]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"host {host!r} must be an IP address (targets are not looked "
+                         "up in DNS)") from None
+    if address.is_unspecified or address.is_multicast or host == "255.255.255.255":
+        raise ValueError(f"host {host} is not an address a call can be sent to")
+    return destination
+
+
+def _read_targets(r: _Reader, table: dict[str, Any], sip: SipConfig) -> list[Any]:
+    targets = r.value(table, "targets", list, [])
+    for position, target in enumerate(targets):
+        with r.at(f"targets[{position}]"):
+            if not isinstance(target, str) or not target.startswith(("sip:", "sips:")):
+                r.problem(None, "must be a SIP URI (sip:... or sips:...)")
+                continue
+            try:
+                destination = target_destination(target)
+            except ValueError as error:
+                r.problem(None, f"{target}: {error}")
+                continue
+            loop = target_loop(destination, sip)
+            if loop is not None:
+                r.problem(None, f"{target} {loop}: every call to the number would call "
+                          "itself")
+    return targets
+
+
+def _read_number(r: _Reader, table: Any, index: int,
+                 sip: SipConfig | None = None) -> NumberConfig | None:
     with r.at(f"number[{index}]"):
         if not isinstance(table, dict):
             r.problem(None, "expected a table")
@@ -595,11 +687,7 @@ def _read_number(r: _Reader, table: Any, index: int) -> NumberConfig | None:
         number = r.value(table, "number", str, "",
                          lambda v: None if v.lstrip("+").isdigit()
                          else "must be digits with an optional leading '+'")
-        targets = r.value(table, "targets", list, [])
-        for position, target in enumerate(targets):
-            if not isinstance(target, str) or not target.startswith(("sip:", "sips:")):
-                with r.at(f"targets[{position}]"):
-                    r.problem(None, "must be a SIP URI (sip:... or sips:...)")
+        targets = _read_targets(r, table, sip or SipConfig())
         voicemail = r.value(table, "voicemail_email", str, None,
                             lambda v: None if "@" in v else "must be an e-mail address")
         if not targets and voicemail is None and "targets" in table:
@@ -663,7 +751,7 @@ def parse_config(document: dict[str, Any], source: str, base_dir: Path | None = 
         raw_numbers = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_numbers):
-        parsed = _read_number(r, raw, index)
+        parsed = _read_number(r, raw, index, sip)
         if parsed is None:
             continue
         if parsed.number in seen and parsed.number:

@@ -23,13 +23,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mediacore.calls.call import Call, CallError, LocalContact, OutboundLeg
+from mediacore.calls.call import Call, CallError, LocalContact, OutboundLeg, normal_host
 from mediacore.calls.media import CallMedia, Side
 from mediacore.calls.privacy import identify_caller
 from mediacore.calls.routing import NumberingPlan, NumberPlan, RoutingError, dialled_number
 from mediacore.config import Config
 from mediacore.deadlines import DeadlineHeap
 from mediacore.randomness import random_hex
+from mediacore.sip import loops
 from mediacore.sip import message as sip
 from mediacore.sip.endpoint import (
     Event,
@@ -38,7 +39,9 @@ from mediacore.sip.endpoint import (
     ResponseReceived,
     SipEndpoint,
     TransactionTimedOut,
+    counted_method,
 )
+from mediacore.sip.media_policy import MediaPolicy
 from mediacore.sip.transaction import (
     ClientTransaction,
     ServerInviteTransaction,
@@ -58,14 +61,17 @@ DISPOSITIONS = ("answered", "no-answer", "busy", "failed", "cancelled", "voicema
 
 class CallCounters:
     """Calls since start. ``refused``: INVITEs answered before a call existed,
-    by a fixed few reasons (``not-found``, ``routing``, ``no-media``)."""
+    by a fixed few reasons (``not-found``, ``routing``, ``no-media``, ``loop``)."""
 
-    __slots__ = ("ended", "refused", "started")
+    __slots__ = ("ended", "foreign", "refused", "started")
 
     def __init__(self) -> None:
         self.started = 0
         self.ended: dict[str, int] = dict.fromkeys(DISPOSITIONS, 0)
         self.refused: dict[str, int] = {}
+        #: Requests for a live call from an address that is not its peer's
+        #: (refused 403, or an ACK dropped), by method (counted_method: bounded).
+        self.foreign: dict[str, int] = {}
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -98,6 +104,7 @@ class B2BUA:
         numbering: NumberingPlan | None = None,
         node: str = "",
         on_setup: Callable[[float], None] | None = None,
+        broadcasts: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
         self.endpoint = endpoint
@@ -107,6 +114,13 @@ class B2BUA:
         self.on_call_ended = on_call_ended
         self.wall_clock = wall_clock
         self.node = node
+        #: What our loop tokens are derived from (mediacore.sip.loops): this
+        #: node, as other nodes and proxies can tell it from the others.
+        self.loop_key = loops.node_key(node, local.host, str(local.port))
+        #: Where SDP may aim the relay: our media address's family, unicast, no
+        #: broadcast (``broadcasts``: this host's subnet broadcasts, from the
+        #: edge). [rtp] changes only on restart, so reload keeps it.
+        self.media_policy = MediaPolicy(config.rtp.address, broadcasts)
         self.numbering = numbering or NumberingPlan(**asdict(config.routing))
         self.plan = NumberPlan(config.numbers, self.numbering)
         self.calls: dict[str, Call] = {}
@@ -146,12 +160,23 @@ class B2BUA:
         if method == "ACK":
             found = self._by_dialog.get((request.call_id, request.to_tag))
             if found is not None and found[1] is Side.CALLER:
+                if not self._from_peer(found[0], Side.CALLER, event):
+                    return []  # an ACK is never answered
                 return self._after(found[0], found[0].caller_acked(now))
             return []
         assert transaction is not None
         if method == "CANCEL":
             invite = self.endpoint.find_invite(request)
             call = self._by_invite.get(invite) if invite is not None else None
+            if call is not None and not self._from_peer(call, Side.CALLER, event):
+                outputs = self.endpoint.respond(transaction, 403, "Forbidden", now=now)
+                # A CANCEL's branch is its INVITE's (9.1), so the caller's own
+                # CANCEL matches this transaction: forgotten, it is not taken
+                # for a retransmission of the stranger's and answered 403 too.
+                server = self.endpoint.transactions.server
+                if server.get(transaction.key) is transaction:
+                    del server[transaction.key]
+                return outputs
             # The 200 to a CANCEL carries the To tag of the INVITE's responses (9.2).
             tag = call.local_tag if call is not None else (invite.local_tag if invite else None)
             outputs = self.endpoint.respond(transaction, 200 if invite else 481, now=now,
@@ -160,14 +185,14 @@ class B2BUA:
                 outputs += self._after(call, call.caller_cancelled(now))
             return outputs
         if request.to_tag is not None:
-            return self._in_dialog(request, transaction, now)
+            return self._in_dialog(event, transaction, now)
         if method == "INVITE":
             assert isinstance(transaction, ServerInviteTransaction)
-            return self._new_call(request, transaction, now)
+            return self._new_call(request, transaction, now, event.peer.host)
         return self.endpoint.respond(transaction, 481, now=now)
 
     def _new_call(self, request: sip.Request, transaction: ServerInviteTransaction,
-                  now: float) -> list[Output]:
+                  now: float, source: str) -> list[Output]:
         try:
             route = self.plan.lookup(request)
         except RoutingError as error:
@@ -180,6 +205,13 @@ class B2BUA:
                      request.call_id, dialled_number(request, self.numbering))
             self.counters.refuse("not-found")
             return self.endpoint.respond(transaction, 404, "Not Found", now=now)
+        token = loops.loop_token(self.loop_key, route.number)
+        if loops.has_looped(request, token):
+            # Forwarding it again would go round again: no call, no CDR, no ports.
+            log.warning("call -: INVITE %s for %s has passed this node before: 482",
+                        request.call_id, route.number)
+            self.counters.refuse("loop")
+            return self.endpoint.respond(transaction, 482, "Loop Detected", now=now)
         call_id = new_call_id()
         try:
             media = self.media_factory(call_id)
@@ -201,6 +233,10 @@ class B2BUA:
             wall_start=self.wall_clock(now),
             recordings_dir=self.recordings_dir,
             node=self.node,
+            loop_token=token,
+            loop_marker=loops.onward_marker(request, token),
+            media_policy=self.media_policy,
+            caller_host=source,
         )
         self.calls[call_id] = call
         self._by_invite[transaction] = call
@@ -209,19 +245,42 @@ class B2BUA:
                  route.number, route.config.owner)
         return self._after(call, call.start(now))
 
-    def _in_dialog(self, request: sip.Request, transaction: ServerTransaction,
+    def _from_peer(self, call: Call, side: Side, event: RequestReceived) -> bool:
+        """Whether ``event`` may act on ``call`` as ``side``: it comes from that
+        side's peer (Call.peer_hosts) or from a trusted source (a carrier's
+        other proxies). A stranger who learnt the Call-ID and tags is counted
+        and logged; the caller decides what it gets (403, or nothing for ACK)."""
+        host = event.peer.host
+        peers = call.peer_hosts(side, event.request.call_id)
+        if normal_host(host) in peers or self.endpoint.config.is_trusted(host):
+            return True
+        method = counted_method(event.request.method)
+        self.counters.foreign[method] = self.counters.foreign.get(method, 0) + 1
+        log.warning("call %s: %s from %s, which is neither the %s's address nor trusted: "
+                    "refused", call.id, method, event.peer,
+                    "caller" if side is Side.CALLER else "target")
+        return False
+
+    def _in_dialog(self, event: RequestReceived, transaction: ServerTransaction,
                    now: float) -> list[Output]:
+        request = event.request
         found = self._by_dialog.get((request.call_id, request.to_tag))
         if found is None:
             log.info("call -: %s for an unknown dialog: 481", request.method)
             return self.endpoint.respond(transaction, 481, now=now)
         call, side = found
+        if not self._from_peer(call, side, event):
+            # Before anything of the call is touched: its dialog's CSeq, the
+            # session timer, the relay's addresses.
+            return self.endpoint.respond(transaction, 403, "Forbidden", now=now,
+                                         to_tag=request.to_tag)
         method = request.method
         if method == "BYE":
             outputs = self.endpoint.respond(transaction, 200, now=now)
             return outputs + self._after(call, call.bye_from(side, now))
         if method in ("INVITE", "UPDATE", "INFO"):
-            return self._after(call, call.relay_request(side, request, transaction, now))
+            return self._after(call, call.relay_request(side, request, transaction, now,
+                                                        source=event.peer.host))
         return self.endpoint.respond(transaction, 200, now=now, to_tag=request.to_tag)
 
     def _response(self, event: ResponseReceived, now: float) -> list[Output]:

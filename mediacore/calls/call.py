@@ -19,6 +19,7 @@ either side, ``max_duration`` or media inactivity ends both legs → one CDR.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,23 +31,30 @@ from mediacore.calls.media import CallMedia, RecordingFailed, RecordingResult, S
 from mediacore.calls.privacy import CallerIdentity, diversion_header, outbound_identity
 from mediacore.config import NumberConfig
 from mediacore.records.cdr import Cdr
+from mediacore.sip import loops, sdp
 from mediacore.sip import message as sip
-from mediacore.sip import sdp
 from mediacore.sip.dialog import Dialog, DialogError, new_branch, new_call_id, new_tag
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
+from mediacore.sip.media_policy import MediaPolicy, MediaRefused, sdp_warning
 from mediacore.sip.transaction import (
     ClientTransaction,
     ServerInviteTransaction,
     ServerTransaction,
 )
 from mediacore.sip.transport import TCP, UDP, Peer
-from mediacore.sip.uri import SipURI, parse_uri
+from mediacore.sip.uri import SipURI, parse_name_addr, parse_uri
 
 log = logging.getLogger("mediacore.calls")
 
 #: The prompt played before recording when the number names none.
 DEFAULT_RECORDING_NOTICE = "recording-notice"
 BUSY_STATUSES = frozenset({486, 600})
+#: A target's answers that say the route loops; passed on to the caller when
+#: they end the call, as the clearest answer there is.
+LOOP_STATUSES = {482: "Loop Detected", 483: "Too Many Hops"}
+#: Max-Forwards of our outbound INVITEs when the caller's carries none, and
+#: the most we send (RFC 3261 8.1.1.6).
+MAX_FORWARDS = 70
 
 
 class CallState(Enum):
@@ -64,12 +72,14 @@ VOICEMAIL_PROMPTS = ("voicemail-greeting", "beep")
 
 
 class CallError(Exception):
-    """A call that cannot start; ``status`` is the answer to the caller."""
+    """A call that cannot start; ``status`` is the answer to the caller, with
+    ``warning`` as a Warning header (RFC 3261 20.43) when there is one."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, warning: str | None = None) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+        self.warning = warning
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +108,20 @@ def next_hop(request: sip.Request) -> Peer:
     uri = routes[0].uri if routes else request.uri
     if not isinstance(uri, SipURI):
         raise CallError(502, f"cannot send to {uri}")
-    transport = (uri.param("transport") or UDP).lower()
-    if uri.scheme == "sips":
-        transport = TCP  # TLS is not offered yet; sips over TCP is the nearest
-    return Peer(transport if transport in (UDP, TCP) else UDP, uri.host, uri.port or 5060)
+    return Peer(*loops.uri_destination(uri))
+
+
+def onward_max_forwards(invite: sip.Request) -> int:
+    """Max-Forwards for the INVITE we send on for ``invite``: one less (RFC 7332 3).
+
+    A B2BUA that resets it (or never lets it fall below 1, as we used to) lets
+    a loop through another B2BUA or a carrier run until something else runs
+    out. An INVITE with 0 never gets here: the endpoint answers it 483.
+    """
+    received = invite.max_forwards
+    if received is None:
+        return MAX_FORWARDS
+    return max(min(received - 1, MAX_FORWARDS), 0)
 
 
 @dataclass(eq=False)
@@ -142,6 +162,14 @@ class Call:
     wall_start: datetime
     recordings_dir: Path
     node: str = ""
+    #: This node's loop token for the call's number, and the Mediacore-Loop
+    #: value for its outbound INVITEs (mediacore.sip.loops); empty: unmarked.
+    loop_token: str = ""
+    loop_marker: str = ""
+    #: Where SDP may aim our media (mediacore.sip.media_policy); None: anywhere.
+    media_policy: MediaPolicy | None = None
+    #: The address the caller's INVITE came from (the policy's loopback rule).
+    caller_host: str | None = None
     state: CallState = CallState.DIALING
     local_tag: str = field(default_factory=new_tag)
     choice: sdp.CodecChoice | None = None
@@ -192,7 +220,9 @@ class Call:
         try:
             self._negotiate(self.invite)
         except CallError as error:
-            return self._reject(error.status, error.reason, now, disposition="rejected")
+            headers = (("Warning", error.warning),) if error.warning else ()
+            return self._reject(error.status, error.reason, now, disposition="rejected",
+                                headers=headers)
         prompt = self.number.announcement or (
             DEFAULT_RECORDING_NOTICE if self.number.record else None)
         if prompt is not None:
@@ -209,14 +239,15 @@ class Call:
             raise CallError(488, "An SDP offer is required in the INVITE")
         try:
             offer = sdp.parse(body)
+            self._check_media(offer, self.caller_host)
             choice = sdp.select_codec(offer)
             remote = sdp.peer_media(offer, choice.media_index)
         except sdp.SdpError as error:
-            raise CallError(488, f"Not Acceptable Here: {error}") from None
+            raise CallError(488, f"Not Acceptable Here: {error}",
+                            sdp_warning(error)) from None
         self.choice = choice
         media = self.media
-        if remote is not None:
-            media.set_remote(Side.CALLER, remote.address, remote.port, remote.rtcp_port)
+        self._aim(Side.CALLER, remote)
         media.set_codec(Side.CALLER, choice.payload_type, choice.encoding,
                         choice.telephone_event)
         self.origins = {side: sdp.Origin.new(media.address) for side in Side}
@@ -255,11 +286,11 @@ class Call:
         self.early_media_sent = True
         return self._answer_caller(183, now, body=self.answer_sdp, reason="Session Progress")
 
-    def _reject(self, status: int, reason: str, now: float, *, disposition: str
-                ) -> list[Output]:
+    def _reject(self, status: int, reason: str, now: float, *, disposition: str,
+                headers: tuple[tuple[str, str], ...] = ()) -> list[Output]:
         self._log("answering the caller %s %s", status, reason)
         outputs = self.endpoint.respond(self.transaction, status, reason, now=now,
-                                        to_tag=self.local_tag)
+                                        to_tag=self.local_tag, headers=headers)
         return outputs + self._end(now, disposition=disposition, status=status,
                                    hangup_by="system")
 
@@ -305,11 +336,10 @@ class Call:
 
     def _dial(self, target: str, now: float) -> list[Output]:
         identity = outbound_identity(self.caller, self.local.host)
-        max_forwards = self.invite.max_forwards
-        forwards = 70 if max_forwards is None else max(min(max_forwards - 1, 70), 1)
         headers: list[tuple[str, str]] = [
-            ("Via", self.local.via(new_branch())),
-            ("Max-Forwards", str(forwards)),
+            ("Via", self.local.via(loops.loop_branch(self.loop_token) if self.loop_token
+                                   else new_branch())),
+            ("Max-Forwards", str(onward_max_forwards(self.invite))),
             *identity.headers(from_tag=new_tag()),
             ("To", f"<{target}>"),
             ("Call-ID", new_call_id(self.local.host)),
@@ -322,6 +352,8 @@ class Call:
             ("User-Agent", self.endpoint.user_agent),
             ("Content-Type", "application/sdp"),
         ]
+        if self.loop_marker:
+            headers.insert(-1, (loops.LOOP_HEADER, self.loop_marker))
         try:
             request = sip.Request("INVITE", parse_uri(target), headers, self.offer_to_targets)
         except (ValueError, sip.ParseError) as error:
@@ -362,7 +394,7 @@ class Call:
         outputs: list[Output] = []
         body = _sdp_body(response)
         if body is not None:
-            self._take_target_sdp(body)
+            self._take_target_sdp(leg, body)
         if body is not None or self.early_media_sent:
             # The target's ringback or announcement reaches the caller through
             # our relay: the caller keeps our SDP.
@@ -375,15 +407,33 @@ class Call:
             outputs += self._send_cancel(leg, now)
         return outputs
 
-    def _take_target_sdp(self, body: bytes) -> None:
+    def _take_target_sdp(self, leg: OutboundLeg, body: bytes) -> MediaRefused | None:
+        """Aim the relay where the target's SDP says; the policy's refusal, if any
+        (then the relay is left as it was: nothing is sent where the SDP said)."""
         try:
             answer = sdp.parse(body)
         except sdp.SdpError as error:
             self._log("target's SDP ignored: %s", error)
+            return None
+        try:
+            self._check_media(answer, leg.peer.host)
+        except MediaRefused as error:
+            self._log("target %d's SDP refused: %s", self.target_index + 1, error)
+            return error
+        self._aim(Side.CALLEE, sdp.peer_media(answer))
+        return None
+
+    def _check_media(self, description: sdp.SessionDescription, peer_host: str | None
+                     ) -> None:
+        if self.media_policy is not None:
+            self.media_policy.check(description, peer_host=peer_host)
+
+    def _aim(self, side: Side, remote: sdp.PeerMedia | None) -> None:
+        """Tell the relay where ``side`` receives; not for 0.0.0.0, the RFC 2543
+        hold, which means "send nothing" (on Linux a packet to it reaches this host)."""
+        if remote is None or remote.address in ("0.0.0.0", "::"):
             return
-        remote = sdp.peer_media(answer)
-        if remote is not None:
-            self.media.set_remote(Side.CALLEE, remote.address, remote.port, remote.rtcp_port)
+        self.media.set_remote(side, remote.address, remote.port, remote.rtcp_port)
 
     def _target_answered(self, leg: OutboundLeg, response: sip.Response, now: float
                          ) -> list[Output]:
@@ -392,8 +442,8 @@ class Call:
         leg.dialog = Dialog.from_uac(leg.request, response)
         leg.final_status = response.status
         body = _sdp_body(response)
-        if body is not None:
-            self._take_target_sdp(body)
+        if body is not None and self._take_target_sdp(leg, body) is not None:
+            return self._target_answer_refused(leg, now)
         if self.choice is not None:
             self.media.set_codec(Side.CALLEE, self.choice.payload_type, self.choice.encoding,
                                  self.choice.telephone_event)
@@ -415,6 +465,18 @@ class Call:
             self.media.start_recording(path, channels=2)
             self._log("recording to %s", path)
         return outputs
+
+    def _target_answer_refused(self, leg: OutboundLeg, now: float) -> list[Output]:
+        """A target answered with SDP that cannot aim media: it is not bridged.
+        ACK and BYE it (RFC 3261 15: a 2xx we do not want), then the next target."""
+        self.deadlines.pop("ring", None)
+        self.last_failure = 488
+        self.leg = None
+        leg.cancelled = True
+        self.abandoned.append(leg)
+        outputs: list[Output] = [self._ack(leg)]
+        outputs += self._bye(leg.dialog, now)
+        return outputs + self._dial_next(now)
 
     def _ack(self, leg: OutboundLeg) -> Transmit:
         assert leg.dialog is not None
@@ -466,6 +528,10 @@ class Call:
             return self._start_voicemail(now)
         if self.busy_seen:
             return self._reject(486, "Busy Here", now, disposition="busy")
+        if self.last_failure in LOOP_STATUSES:
+            # The caller's network learns that this route goes round in circles.
+            return self._reject(self.last_failure, LOOP_STATUSES[self.last_failure], now,
+                                disposition="failed")
         no_answer = self.last_failure in (None, 408, 480, 487)
         if no_answer:
             return self._reject(480, "Temporarily Unavailable", now, disposition="no-answer")
@@ -519,7 +585,8 @@ class Call:
         return self.leg.dialog if self.leg is not None else None
 
     def relay_request(self, side: Side, request: sip.Request,
-                      transaction: ServerTransaction, now: float) -> list[Output]:
+                      transaction: ServerTransaction, now: float,
+                      source: str | None = None) -> list[Output]:
         """Pass a re-INVITE, UPDATE or INFO to the other side, SDP anchored on us.
 
         Hold, resume and codec changes reach the other party this way, and
@@ -546,10 +613,13 @@ class Call:
         offer = _sdp_body(request)
         if offer is not None:
             try:
-                body = self._anchor(offer, sender=side, receiver=other_side)
+                body = self._anchor(offer, sender=side, receiver=other_side,
+                                    peer_host=source or self._peer_host(side))
             except sdp.SdpError as error:
+                self._log("%s from the %s refused: %s", request.method, _who(side), error)
                 return self.endpoint.respond(transaction, 488, f"Not Acceptable Here: {error}",
-                                             now=now, to_tag=request.to_tag)
+                                             now=now, to_tag=request.to_tag,
+                                             headers=(("Warning", sdp_warning(error)),))
             headers.append(("Content-Type", "application/sdp"))
         elif request.body:
             body = request.body
@@ -573,15 +643,18 @@ class Call:
                 headers=(("Contact", self.local.contact()), ("Content-Type", "application/sdp")))
         return self.endpoint.respond(transaction, 200, now=now, to_tag=request.to_tag)
 
-    def _anchor(self, body: bytes, *, sender: Side, receiver: Side) -> bytes:
+    def _anchor(self, body: bytes, *, sender: Side, receiver: Side,
+                peer_host: str | None) -> bytes:
         """SDP from ``sender`` as ``receiver`` gets it: our address, the receiver leg's port.
 
-        Also tells the relay where ``sender`` now receives (hold, a new address).
+        Also tells the relay where ``sender`` now receives (hold, a new address),
+        once the media policy took the description: a refusal (an SdpError)
+        leaves the relay as it was.
         """
         description = sdp.parse(body)
+        self._check_media(description, peer_host)
         remote = sdp.peer_media(description)
-        if remote is not None:
-            self.media.set_remote(sender, remote.address, remote.port, remote.rtcp_port)
+        self._aim(sender, remote)
         audio = remote.media_index if remote is not None else -1
         ports = [self.media.port(receiver) if index == audio else 0
                  for index in range(len(description.media))]
@@ -611,14 +684,22 @@ class Call:
         headers: list[tuple[str, str]] = [("Contact", self.local.contact())]
         body = b""
         answer = _sdp_body(response)
+        status, reason = response.status, response.reason
         if answer is not None and 200 <= response.status < 300:
             try:
-                body = self._anchor(answer, sender=answering, receiver=relay.side)
+                body = self._anchor(answer, sender=answering, receiver=relay.side,
+                                    peer_host=self._peer_host(answering))
                 headers.append(("Content-Type", "application/sdp"))
                 self._follow_codec(answer)
+            except MediaRefused as error:
+                # The answerer took the offer, but where it says it receives we
+                # do not send: the offerer keeps the session it had.
+                self._log("answer from the %s refused: %s", _who(answering), error)
+                status, reason = 488, f"Not Acceptable Here: {error}"
+                headers.append(("Warning", error.warning()))
             except sdp.SdpError as error:
                 self._log("answer from the %s unusable: %s", _who(answering), error)
-        reply = sip.make_response(relay.request, response.status, response.reason,
+        reply = sip.make_response(relay.request, status, reason,
                                   to_tag=relay.request.to_tag, body=body,
                                   extra_headers=[("Server", self.endpoint.user_agent), *headers])
         outputs += self.endpoint.send_response(relay.transaction, reply, now)
@@ -626,6 +707,43 @@ class Call:
             outputs += self.hang_up(now, f"the {_who(answering)} answered {response.status} "
                                          "inside the dialog")
         return outputs
+
+    def peer_hosts(self, side: Side, call_id: str | None = None) -> set[str]:
+        """The addresses ``side``'s requests may come from: where its signalling
+        came from or goes to (the caller's INVITE's source, the address we dial a
+        target at), its Contact (the dialog's remote target) and its first route.
+
+        Compared by address, not port: a UDP peer may send from another port
+        than its Contact's, and a stranger on the peer's own host is not one
+        this check could tell apart anyway. For a target, ``call_id`` (the
+        request's) picks the leg it is about: one target cannot speak for another.
+        """
+        hosts: set[str] = set()
+        if side is Side.CALLER:
+            hosts.add(self.caller_host or "")
+            dialog = self.caller_dialog
+            if dialog is not None:
+                hosts |= _dialog_hosts(dialog)
+            else:  # early: the INVITE says the same
+                contact = self.invite.contact
+                hosts.add(_uri_host(contact.uri_text) if contact is not None else "")
+                hosts |= {_uri_host(str(route)) for route in self.invite.record_routes[:1]}
+        else:
+            for leg in (self.leg, *self.abandoned):
+                if leg is None or (call_id is not None and leg.request.call_id != call_id):
+                    continue
+                hosts.add(leg.peer.host)
+                if leg.dialog is not None:
+                    hosts |= _dialog_hosts(leg.dialog)
+        hosts.discard("")
+        return {normal_host(host) for host in hosts}
+
+    def _peer_host(self, side: Side) -> str | None:
+        """Where ``side``'s signalling comes from: the caller's INVITE's source, the
+        address we dial the target at."""
+        if side is Side.CALLER:
+            return self.caller_host
+        return self.leg.peer.host if self.leg is not None else None
 
     def relay_timed_out(self, client: ClientTransaction, now: float) -> list[Output]:
         side = self.refreshes.pop(client, None)
@@ -833,6 +951,27 @@ class Call:
         (benchmarks/RESULTS.md): INFO keeps the INVITE and the CDR."""
         if log.isEnabledFor(logging.DEBUG):
             log.debug(f"call {self.id}: {text}", *args)
+
+
+def normal_host(host: str) -> str:
+    """An address in one spelling (``0:0::1`` is ``::1``); a name as it is."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _uri_host(text: str) -> str:
+    """The host of a URI or name-addr, as an address would be written ("" if none)."""
+    try:
+        uri = parse_name_addr(text).uri if "<" in text else parse_uri(text)
+    except (ValueError, sip.ParseError):
+        return ""
+    return uri.host if isinstance(uri, SipURI) else ""
+
+
+def _dialog_hosts(dialog: Dialog) -> set[str]:
+    return {_uri_host(dialog.remote_target), *(_uri_host(r) for r in dialog.route_set[:1])}
 
 
 def _who(side: Side) -> str:

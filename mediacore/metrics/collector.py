@@ -192,9 +192,20 @@ class ServerCollector(Collector):
         family = CounterMetricFamily("mediacore_calls_refused",
                                      "New INVITEs refused before a call existed: not-found "
                                      "(404), routing, no-media (503), draining (503), "
-                                     "untrusted (403)", labels=["reason"])
-        for reason in ("not-found", "routing", "no-media", "draining", "untrusted"):
+                                     "untrusted (403), loop (482)", labels=["reason"])
+        for reason in ("not-found", "routing", "no-media", "draining", "untrusted", "loop"):
             family.add_metric([reason], refused.get(reason, 0))
+        yield family
+        family = CounterMetricFamily("mediacore_calls_foreign_requests",
+                                     "Requests for a live call from an address that is "
+                                     "neither its peer's nor trusted (403; ACK dropped)",
+                                     labels=["method"])
+        foreign = b2bua.counters.foreign if b2bua is not None else {}
+        for method in ("BYE", "CANCEL", "INVITE", "UPDATE", "INFO", "ACK"):
+            family.add_metric([method], foreign.get(method, 0))
+        for method, value in sorted(foreign.items()):
+            if method not in ("BYE", "CANCEL", "INVITE", "UPDATE", "INFO", "ACK"):
+                family.add_metric([method], value)
         yield family
 
     # --- RTP -----------------------------------------------------------------------

@@ -86,9 +86,9 @@ def test_check_config_catches_numbers_that_are_the_same_and_missing_prompts(
     path = tmp_path / "plan.toml"
     path.write_text(
         '[storage]\nannouncements = "none-here"\n'
-        '[[number]]\nnumber = "0900123456"\nowner = "a"\ntargets = ["sip:a@127.0.0.1"]\n'
+        '[[number]]\nnumber = "0900123456"\nowner = "a"\ntargets = ["sip:a@127.0.0.1:5070"]\n'
         'record = true\n'
-        '[[number]]\nnumber = "+31900123456"\nowner = "b"\ntargets = ["sip:b@127.0.0.1"]\n'
+        '[[number]]\nnumber = "+31900123456"\nowner = "b"\ntargets = ["sip:b@127.0.0.1:5070"]\n'
     )
     assert main(["check-config", str(path)]) == 1
     err = capsys.readouterr().err

@@ -85,11 +85,11 @@ def test_duplicate_numbers_are_refused() -> None:
         [[number]]
         number = "+3190011"
         owner = "a"
-        targets = ["sip:a@127.0.0.1"]
+        targets = ["sip:a@127.0.0.1:5070"]
         [[number]]
         number = "+3190011"
         owner = "b"
-        targets = ["sip:b@127.0.0.1"]
+        targets = ["sip:b@127.0.0.1:5070"]
         """
     ) == ["number[1].number: +3190011 is already defined in number[0]"]
 
