@@ -47,7 +47,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._loop = asyncio.get_running_loop()
-        self.endpoint = SipEndpoint(config.sip, user_agent=f"mediacore/{__version__}")
+        self.endpoint = SipEndpoint(config.sip)
         self.transports = SipTransports(
             self._on_message,
             self._on_stream_error,
