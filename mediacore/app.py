@@ -27,7 +27,7 @@ from mediacore.calls.recording_pump import RecordingPump
 from mediacore.calls.voicemail import SpoolInUse, VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
 from mediacore.diskspace import FreeSpace
-from mediacore.host_checks import raise_open_file_limit
+from mediacore.host_checks import open_file_limit, raise_open_file_limit, tcp_connection_budget
 from mediacore.metrics.service import MetricsService
 from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
 from mediacore.rtp.engine import DtmfEvent, Leg, MediaEngine, MediaEvent
@@ -53,6 +53,10 @@ class Server:
             self._on_stream_error,
             max_message_size=config.sip.limits.max_message_size,
             tcp_idle_timeout=config.sip.tcp_idle_timeout,
+            tcp_message_timeout=config.sip.tcp_message_timeout,
+            tcp_connections_per_source=config.sip.tcp_connections_per_source,
+            # Idle TCP peers must never take the descriptors of a call's RTP.
+            tcp_max_connections=tcp_connection_budget(config, open_file_limit()),
         )
         self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
         # Recordings stop while less than reserve_mb is free, so that the
@@ -95,6 +99,11 @@ class Server:
         if self.metrics is not None:
             await self.metrics.start()  # a clash names metrics.listen, before SIP opens
         await self.transports.listen(self.config.sip.listen)
+        if self.transports.tcp_servers:
+            log.info("tcp: at most %d inbound connections, %d per source address (open-file "
+                     "limit %s)", self.transports.tcp_max_connections,
+                     self.transports.tcp_connections_per_source,
+                     open_file_limit() or "unlimited")
         self.b2bua = B2BUA(
             self.config,
             self.endpoint,

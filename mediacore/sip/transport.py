@@ -11,6 +11,23 @@ cannot be framed (no Content-Length, too large) is reported through
 ``on_stream_error`` so the core can answer it, and the connection closes:
 there is no finding the next message after it. Double-CRLF
 keepalives (RFC 5626 section 3.5.1) get a single CRLF back.
+
+TCP peers are bounded, since each holds a file descriptor that a call's RTP
+sockets may need (the limits come from ``[sip]``; the app derives the global
+one from the open-file limit, mediacore.host_checks.tcp_connection_budget):
+
+* a message must be complete within ``tcp_message_timeout`` seconds of its
+  first byte, and an accepted connection must send its first bytes within
+  that time: a peer trickling a byte every few seconds (slowloris) is closed;
+* a connection with no complete message or keepalive ping for
+  ``tcp_idle_timeout`` seconds is closed;
+* one source address holds at most ``tcp_connections_per_source`` inbound
+  connections, all sources together ``tcp_max_connections``: a connection
+  beyond either is accepted and closed at once (the kernel's backlog would
+  otherwise hold it), counted, and logged at most once a minute.
+
+:func:`stream_verdict` makes the timing decision from plain numbers, so it
+is unit-tested without sockets or a clock.
 """
 
 from __future__ import annotations
@@ -24,6 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mediacore.config import ListenAddress
+from mediacore.ratelimit import RateLimitedLog
 from mediacore.sip.message import ParseError, ParserLimits, message_length
 
 log = logging.getLogger("mediacore.sip.transport")
@@ -47,6 +65,46 @@ class Peer:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
+
+
+#: Why a TCP connection was refused (mediacore_sip_tcp_connections_refused_total).
+REFUSED_PER_SOURCE = "per-source"
+REFUSED_GLOBAL = "global"
+#: Why we closed one (mediacore_sip_tcp_connections_closed_total).
+CLOSED_MESSAGE_TIMEOUT = "message-timeout"
+CLOSED_IDLE = "idle"
+#: Seconds between the sweeps that apply the TCP deadlines (at most).
+TCP_SWEEP_INTERVAL = 1.0
+#: A limit-refusal or deadline-closure log line at most this often, per kind.
+TCP_LOG_INTERVAL = 60.0
+
+
+def stream_verdict(now: float, *, message_started: float | None, last_activity: float,
+                   message_timeout: float, idle_timeout: float) -> str | None:
+    """Why a TCP connection is to be closed now, or None.
+
+    ``message_started``: when the first byte of the message still incomplete
+    arrived (for an accepted connection that sent nothing yet, when it was
+    accepted); None when no message is under way. ``last_activity``: the
+    last complete message or keepalive ping, either way.
+    """
+    if message_started is not None and now - message_started > message_timeout:
+        return CLOSED_MESSAGE_TIMEOUT
+    if now - last_activity > idle_timeout:
+        return CLOSED_IDLE
+    return None
+
+
+class TransportCounters:
+    """What the TCP limits did since start, for metrics (plain integers)."""
+
+    __slots__ = ("tcp_closed", "tcp_refused")
+
+    def __init__(self) -> None:
+        #: Inbound connections refused at accept, by limit (per-source, global).
+        self.tcp_refused: dict[str, int] = {}
+        #: Connections we closed, by deadline (message-timeout, idle).
+        self.tcp_closed: dict[str, int] = {}
 
 
 MessageHandler = Callable[[bytes, Peer], None]
@@ -106,33 +164,46 @@ class _UdpListener(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
-    """One TCP connection, accepted or opened by us, reused in both directions."""
+    """One TCP connection, accepted (``inbound``) or opened by us, reused both ways."""
 
-    def __init__(self, owner: SipTransports) -> None:
+    def __init__(self, owner: SipTransports, *, inbound: bool) -> None:
         self.owner = owner
+        self.inbound = inbound
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         self.last_activity = time.monotonic()
+        #: The first byte of the message under way arrived then (None: none is);
+        #: an accepted connection owes its first bytes from the moment it came.
+        self.message_started: float | None = self.last_activity if inbound else None
+        #: Refused at accept by a limit: never registered, never counted.
+        self.refused = False
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer(TCP, host, port)
+        if self.inbound and not self.owner.admit(self):
+            self.refused = True
+            transport.close()
+            return
         self.owner.connections[(host, port)] = self
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None and self.transport is not None
-        self.last_activity = time.monotonic()
+        if self.refused:
+            return
+        now = time.monotonic()
         self.buffer += data
         limits = self.owner.limits
         while self.buffer:
             keepalive = self._strip_leading_crlf()
             if keepalive:
+                self.last_activity = now
                 self.transport.write(b"\r\n")
             if not self.buffer:
-                return
+                break
             try:
                 length = message_length(self.buffer, limits)
             except ParseError as error:
@@ -142,10 +213,18 @@ class _TcpConnection(asyncio.Protocol):
                 self.buffer.clear()
                 return
             if length is None:
-                return
+                break
             message = bytes(self.buffer[:length])
             del self.buffer[:length]
+            self.last_activity = now
+            self.message_started = None
             self.owner.deliver(message, self.peer)
+        if not self.buffer:
+            # Nothing under way; an accepted connection that only sent CRLFs
+            # has sent something, and the idle timeout takes over.
+            self.message_started = None
+        elif self.message_started is None:
+            self.message_started = now
 
     def _strip_leading_crlf(self) -> bool:
         """Drop CRLFs before a message; True when they made a double-CRLF ping."""
@@ -157,16 +236,17 @@ class _TcpConnection(asyncio.Protocol):
         return stripped >= 4
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None:
+        if self.peer is not None and not self.refused:
             key = (self.peer.host, self.peer.port)
             if self.owner.connections.get(key) is self:
                 del self.owner.connections[key]
+            if self.inbound:
+                self.owner.release(self)
         if not self.closed.done():
             self.closed.set_result(None)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
-        self.last_activity = time.monotonic()
         self.transport.write(data)
 
 
@@ -185,15 +265,65 @@ class SipTransports:
         *,
         max_message_size: int = 65536,
         tcp_idle_timeout: float = 300.0,
+        tcp_message_timeout: float = 10.0,
+        tcp_connections_per_source: int = 32,
+        tcp_max_connections: int = 1024,
     ) -> None:
         self.on_message = on_message
         self.on_stream_error = on_stream_error or (lambda error, data, peer: None)
         self.limits = ParserLimits(max_message_size=max_message_size)
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_message_timeout = tcp_message_timeout
+        self.tcp_connections_per_source = tcp_connections_per_source
+        self.tcp_max_connections = tcp_max_connections
         self.udp: dict[ListenAddress, _UdpListener] = {}
         self.tcp_servers: dict[ListenAddress, asyncio.Server] = {}
         self.connections: dict[tuple[str, int], _TcpConnection] = {}
+        #: Accepted connections open, in all and per source address.
+        self.inbound = 0
+        self.inbound_by_source: dict[str, int] = {}
+        self.counters = TransportCounters()
+        self._refusal_logs = {reason: RateLimitedLog(log, interval=TCP_LOG_INTERVAL)
+                              for reason in (REFUSED_PER_SOURCE, REFUSED_GLOBAL)}
+        self._closure_logs = {reason: RateLimitedLog(log, interval=TCP_LOG_INTERVAL)
+                              for reason in (CLOSED_MESSAGE_TIMEOUT, CLOSED_IDLE)}
         self._idle_task: asyncio.Task[None] | None = None
+
+    def admit(self, connection: _TcpConnection) -> bool:
+        """Take an accepted connection within the limits, or count and log why not."""
+        assert connection.peer is not None
+        host = connection.peer.host
+        held = self.inbound_by_source.get(host, 0)
+        if held >= self.tcp_connections_per_source:
+            self._refuse(REFUSED_PER_SOURCE, connection.peer,
+                         f"{host} already holds {held} connections "
+                         f"(sip.tcp_connections_per_source)")
+            return False
+        if self.inbound >= self.tcp_max_connections:
+            self._refuse(REFUSED_GLOBAL, connection.peer,
+                         f"{self.inbound} connections are open (sip.tcp_max_connections, "
+                         "or what the open-file limit leaves after the RTP ports)")
+            return False
+        self.inbound += 1
+        self.inbound_by_source[host] = held + 1
+        return True
+
+    def release(self, connection: _TcpConnection) -> None:
+        """An admitted connection closed: its place is free again."""
+        assert connection.peer is not None
+        host = connection.peer.host
+        self.inbound -= 1
+        held = self.inbound_by_source.get(host, 0) - 1
+        if held > 0:
+            self.inbound_by_source[host] = held
+        else:
+            self.inbound_by_source.pop(host, None)
+
+    def _refuse(self, reason: str, peer: Peer, why: str) -> None:
+        refused = self.counters.tcp_refused
+        refused[reason] = refused.get(reason, 0) + 1
+        self._refusal_logs[reason].warning("tcp %s: connection refused (accepted and closed): "
+                                           "%s", peer, why)
 
     def deliver(self, data: bytes, peer: Peer) -> None:
         try:
@@ -217,14 +347,14 @@ class SipTransports:
                     self.udp[address] = protocol
                 else:
                     self.tcp_servers[address] = await loop.create_server(
-                        lambda: _TcpConnection(self), address.host, address.port,
+                        lambda: _TcpConnection(self, inbound=True), address.host, address.port,
                     )
                 log.info("listening on %s", address)
         except OSError:
             await self.close()
             raise
         if self.tcp_servers and self._idle_task is None:
-            self._idle_task = loop.create_task(self._close_idle_connections())
+            self._idle_task = loop.create_task(self._apply_deadlines())
 
     def bound(self, transport: str) -> list[ListenAddress]:
         """The addresses actually bound (port 0 in config becomes the real port)."""
@@ -267,7 +397,8 @@ class SipTransports:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: _TcpConnection(self), peer.host, peer.port),
+                loop.create_connection(lambda: _TcpConnection(self, inbound=False),
+                                       peer.host, peer.port),
                 timeout=10,
             )
         except (OSError, TimeoutError) as error:
@@ -276,17 +407,38 @@ class SipTransports:
             return
         connection.write(data)
 
-    async def _close_idle_connections(self) -> None:
-        interval = min(self.tcp_idle_timeout / 2, 30.0)
+    async def _apply_deadlines(self) -> None:
+        interval = max(0.05, min(TCP_SWEEP_INTERVAL, self.tcp_message_timeout / 4,
+                                 self.tcp_idle_timeout / 4))
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for connection in list(self.connections.values()):
-                if now - connection.last_activity > self.tcp_idle_timeout:
-                    log.info("tcp %s idle for %.0fs; closing", connection.peer,
-                             now - connection.last_activity)
-                    if connection.transport is not None:
-                        connection.transport.close()
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        """Close the connections past a deadline (stream_verdict), counted and logged."""
+        for connection in list(self.connections.values()):
+            verdict = stream_verdict(now, message_started=connection.message_started,
+                                     last_activity=connection.last_activity,
+                                     message_timeout=self.tcp_message_timeout,
+                                     idle_timeout=self.tcp_idle_timeout)
+            if verdict is None or connection.transport is None:
+                continue
+            closed = self.counters.tcp_closed
+            closed[verdict] = closed.get(verdict, 0) + 1
+            if verdict == CLOSED_IDLE:
+                self._closure_logs[verdict].log(
+                    logging.INFO, "tcp %s idle for %.0fs; closing", connection.peer,
+                    now - connection.last_activity)
+            else:
+                assert connection.message_started is not None
+                self._closure_logs[verdict].warning(
+                    "tcp %s: no complete message %.0fs after its first byte "
+                    "(sip.tcp_message_timeout); closing", connection.peer,
+                    now - connection.message_started)
+            connection.transport.close()
+            # Not swept again while the close completes.
+            connection.message_started = None
+            connection.last_activity = float("inf")
 
     async def close(self) -> None:
         if self._idle_task is not None:
