@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +37,7 @@ from mediacore.rtp.ports import PortPool
 from mediacore.sdnotify import Notifier
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
 from mediacore.sip.message import ParseError
+from mediacore.sip.steering import priority_sources
 from mediacore.sip.transport import TCP, UDP, Peer, SipTransports
 
 log = logging.getLogger("mediacore")
@@ -57,6 +59,8 @@ class Server:
             tcp_connections_per_source=config.sip.tcp_connections_per_source,
             # Idle TCP peers must never take the descriptors of a call's RTP.
             tcp_max_connections=tcp_connection_budget(config, open_file_limit()),
+            # Carriers' and targets' datagrams get a receive queue of their own.
+            priority=priority_sources(config) if config.sip.priority_socket else None,
         )
         self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
         # Recordings stop while less than reserve_mb is free, so that the
@@ -258,6 +262,8 @@ class Server:
         except ValueError as error:
             log.error("reload refused, keeping the running config: %s", error)
             return
+        # New targets get the priority socket; [sip] itself is read at start only.
+        self.transports.set_priority(priority_sources(replace(config, sip=self.config.sip)))
         if config.sip.listen != self.config.sip.listen or config.rtp != self.config.rtp:
             log.warning("reload: listen addresses and [rtp] take effect only on restart")
         log.info("reloaded %s: %d numbers", path, len(config.numbers))
@@ -273,6 +279,7 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
         await self.transports.close()
+        self.endpoint.flush_refusals(self._now())  # the last minute's refused traffic
         if self.metrics is not None:
             await self.metrics.close()
         self.recording_pump.close()

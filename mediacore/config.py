@@ -103,6 +103,9 @@ class SipConfig:
     #: twice that), and to all of them together.
     untrusted_answer_rate: float = 5.0
     untrusted_answer_rate_total: float = 200.0
+    #: Carriers' and targets' UDP datagrams get a socket (and receive queue)
+    #: of their own, so that a flood cannot crowd them out (sip/steering.py).
+    priority_socket: bool = True
 
     def is_trusted(self, host: str) -> bool:
         try:
@@ -394,7 +397,7 @@ def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
                                "tcp_idle_timeout", "drain_timeout", "tcp_message_timeout",
                                "tcp_connections_per_source", "tcp_max_connections",
                                "user_agent", "untrusted", "untrusted_answer_rate",
-                               "untrusted_answer_rate_total"})
+                               "untrusted_answer_rate_total", "priority_socket"})
         listen: list[ListenAddress] = []
         for index, item in enumerate(r.value(table, "listen", list, [])):
             with r.at(f"listen[{index}]"):
@@ -452,6 +455,7 @@ def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
             user_agent=r.value(table, "user_agent", str, default.user_agent,
                                user_agent_problem),
             untrusted=_untrusted_mode(r, table, default.untrusted),
+            priority_socket=r.value(table, "priority_socket", bool, default.priority_socket),
             untrusted_answer_rate=float(r.value(table, "untrusted_answer_rate", (int, float),
                                                 default.untrusted_answer_rate, _positive)),
             untrusted_answer_rate_total=float(r.value(

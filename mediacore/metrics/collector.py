@@ -188,6 +188,17 @@ class ServerCollector(Collector):
             family.add_metric([outcome], c.refusal_answers.get(outcome, 0))
         yield family
         transports = self.view.transports
+        lanes = {"priority": 0, "other": 0, "single": 0}
+        for listener in (*transports.udp.values(), *transports.udp_other.values()):
+            lanes[listener.lane] = lanes.get(listener.lane, 0) + listener.received
+        family = CounterMetricFamily("mediacore_sip_udp_datagrams_received",
+                                     "UDP datagrams read, by socket: priority (from "
+                                     "sip.trusted_sources and the targets' hosts), other "
+                                     "(everyone else), single (a listener not steered)",
+                                     labels=["socket"])
+        for lane, value in lanes.items():
+            family.add_metric([lane], value)
+        yield family
         yield GaugeMetricFamily("mediacore_sip_tcp_connections",
                                 "Inbound SIP TCP connections open", value=transports.inbound)
         yield GaugeMetricFamily("mediacore_sip_tcp_connections_limit",

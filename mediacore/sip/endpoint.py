@@ -481,6 +481,10 @@ class SipEndpoint:
         refused = self.counters.calls_refused
         refused[reason] = refused.get(reason, 0) + 1
 
+    def flush_refusals(self, now: float) -> None:
+        """Log the refusals' summary now, whatever window is open (at shutdown)."""
+        self.screen.handle_timer(now, force=True)
+
     # --- time ----------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:

@@ -12,6 +12,11 @@ cannot be framed (no Content-Length, too large) is reported through
 there is no finding the next message after it. Double-CRLF
 keepalives (RFC 5626 section 3.5.1) get a single CRLF back.
 
+An IPv4 UDP listener given ``priority`` networks is two sockets on one port,
+the kernel steering carriers' and targets' datagrams to the first and the
+rest to the second (:mod:`mediacore.sip.steering`): a flood then fills only
+the second one's receive queue.
+
 TCP peers are bounded, since each holds a file descriptor that a call's RTP
 sockets may need (the limits come from ``[sip]``; the app derives the global
 one from the open-file limit, mediacore.host_checks.tcp_connection_budget):
@@ -40,8 +45,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mediacore.config import ListenAddress
+from mediacore.config import ListenAddress, Network
 from mediacore.ratelimit import RateLimitedLog
+from mediacore.sip import steering
 from mediacore.sip.message import ParseError, ParserLimits, message_length
 
 log = logging.getLogger("mediacore.sip.transport")
@@ -140,9 +146,14 @@ def widen_receive_buffer(sock: socket.socket, name: str) -> int:
 
 
 class _UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, owner: SipTransports, local: ListenAddress) -> None:
+    def __init__(self, owner: SipTransports, local: ListenAddress,
+                 lane: str = "single") -> None:
         self.owner = owner
         self.local = local
+        #: "priority" or "other" for a steered pair of sockets, else "single".
+        self.lane = lane
+        #: Datagrams read (mediacore_sip_udp_datagrams_received_total).
+        self.received = 0
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -152,6 +163,7 @@ class _UdpListener(asyncio.DatagramProtocol):
             widen_receive_buffer(sock, str(self.local))
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
         # A bare CRLF datagram is a keepalive (RFC 5626 4.4.1); nothing to parse.
         if not data.strip(b"\r\n"):
             return
@@ -268,6 +280,7 @@ class SipTransports:
         tcp_message_timeout: float = 10.0,
         tcp_connections_per_source: int = 32,
         tcp_max_connections: int = 1024,
+        priority: list[Network] | None = None,
     ) -> None:
         self.on_message = on_message
         self.on_stream_error = on_stream_error or (lambda error, data, peer: None)
@@ -277,6 +290,12 @@ class SipTransports:
         self.tcp_connections_per_source = tcp_connections_per_source
         self.tcp_max_connections = tcp_max_connections
         self.udp: dict[ListenAddress, _UdpListener] = {}
+        #: The second socket of each steered IPv4 listener (sources not in ``priority``).
+        self.udp_other: dict[ListenAddress, _UdpListener] = {}
+        #: Sources whose datagrams get the first socket; None: one socket per listener.
+        self.priority = priority
+        #: Listeners whose kernel took the steering program.
+        self.steered: set[ListenAddress] = set()
         self.tcp_servers: dict[ListenAddress, asyncio.Server] = {}
         self.connections: dict[tuple[str, int], _TcpConnection] = {}
         #: Accepted connections open, in all and per source address.
@@ -337,7 +356,10 @@ class SipTransports:
         loop = asyncio.get_running_loop()
         try:
             for address in addresses:
-                if address.transport == UDP:
+                if address.transport == UDP and self.priority is not None \
+                        and ":" not in address.host:
+                    await self._listen_steered(address)
+                elif address.transport == UDP:
                     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
                     _, protocol = await loop.create_datagram_endpoint(
                         lambda a=address: _UdpListener(self, a),
@@ -355,6 +377,56 @@ class SipTransports:
             raise
         if self.tcp_servers and self._idle_task is None:
             self._idle_task = loop.create_task(self._apply_deadlines())
+
+    async def _listen_steered(self, address: ListenAddress) -> None:
+        """Two SO_REUSEPORT sockets on ``address``, the kernel picking by source."""
+        loop = asyncio.get_running_loop()
+        # A plain bind first: the port must be free (SO_REUSEPORT alone would
+        # let a second server on the same port share it silently), and port 0
+        # becomes a real one both sockets can take.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((address.host, address.port))
+            port = probe.getsockname()[1]
+        sockets = []
+        try:
+            for _ in (steering.PRIORITY, steering.OTHER):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((address.host, port))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        self._steer(address, sockets[0])
+        for sock, lane, table in ((sockets[0], "priority", self.udp),
+                                  (sockets[1], "other", self.udp_other)):
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda a=address, la=lane: _UdpListener(self, a, la), sock=sock)
+            table[address] = protocol  # type: ignore[assignment]
+
+    def _steer(self, address: ListenAddress, sock: socket.socket) -> None:
+        assert self.priority is not None
+        try:
+            steering.attach(sock, steering.steering_program(self.priority))
+        except (OSError, ValueError) as error:
+            self.steered.discard(address)
+            log.warning("udp %s: cannot steer carriers' datagrams to a socket of their own "
+                        "(%s): a flood can crowd them out of the receive queue", address, error)
+            return
+        self.steered.add(address)
+        log.info("udp %s: datagrams from %d trusted and target networks have a socket of "
+                 "their own", address, len(self.priority))
+
+    def set_priority(self, networks: list[Network]) -> None:
+        """New priority sources (a reloaded number plan's targets) for every steered listener."""
+        if self.priority is None:
+            return
+        self.priority = networks
+        for address, listener in self.udp.items():
+            sock = listener.transport.get_extra_info("socket") if listener.transport else None
+            if address in self.udp_other and sock is not None:
+                self._steer(address, sock)
 
     def bound(self, transport: str) -> list[ListenAddress]:
         """The addresses actually bound (port 0 in config becomes the real port)."""
@@ -446,7 +518,7 @@ class SipTransports:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._idle_task
             self._idle_task = None
-        for listener in self.udp.values():
+        for listener in (*self.udp.values(), *self.udp_other.values()):
             if listener.transport is not None:
                 listener.transport.close()
         for server in self.tcp_servers.values():
@@ -457,4 +529,5 @@ class SipTransports:
         for server in self.tcp_servers.values():
             await server.wait_closed()
         self.udp.clear()
+        self.udp_other.clear()
         self.tcp_servers.clear()
