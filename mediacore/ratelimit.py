@@ -218,7 +218,8 @@ class SourceTally:
         summary = None
         if self._total > self._announced:
             top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:self.listed]
-            summary = TallySummary(started=self._started or now, ended=now, total=self._total,
+            summary = TallySummary(started=self._started if self._started is not None else now,
+                                   ended=now, total=self._total,
                                    sources=len(counts), top=tuple(top),
                                    untracked=self._untracked)
         self._counts = {}
