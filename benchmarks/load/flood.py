@@ -238,8 +238,11 @@ def run(args: argparse.Namespace, sipp: str, base: Path, snapshot: Path | None
         row["rss_baseline_mib"] = mean_rss(sampler, flood_start - 10, flood_start)
         row["rss_minute_after_mib"] = mean_rss(sampler, rss_at - 1.5, rss_at + 1.5)
         row["log"] = server.log_summary()
-        row["summary_lines"] = len(re.findall(r"refused [\d,]+ messages from",
-                                              server.log_text()))
+        final = server.log_text()
+        row["summary_lines"] = len(re.findall(r"refused [\d,]+ messages from", final))
+        # Lines about the flood itself (the rest of the flood window's lines are the calls').
+        row["log_lines_naming_the_flood_source"] = sum(
+            args.source in line for line in final.splitlines())
         judge(row, args)
     finally:
         callee.stop()
@@ -282,7 +285,9 @@ def print_row(row: dict[str, Any]) -> None:
           f"({flood.get('sender', '-')}, generator {_fmt(flood.get('cpu_seconds'), 1)} CPU s); "
           f"answers {flood.get('statuses', {})}; SIP socket drops "
           f"{row['sip_socket_drops_during_flood']:,}; log +{row['log_bytes_during_flood']:,} "
-          f"bytes / {row['log_lines_during_flood']:,} lines during the flood\n")
+          f"bytes / {row['log_lines_during_flood']:,} lines during the flood (calls' lines "
+          f"included; {row.get('log_lines_naming_the_flood_source', '-')} name the flood's "
+          f"source)\n")
     print("| window | calls started | setup ms mean / p50 / p95 / max (INVITE to 200) | "
           "INVITE to 183 ms p50 / p95 | server CPU % (main) | RSS MiB mean / peak | "
           "machine busy cores |")
