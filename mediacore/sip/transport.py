@@ -190,6 +190,8 @@ class _TcpConnection(asyncio.Protocol):
         self.message_started: float | None = self.last_activity if inbound else None
         #: Refused at accept by a limit: never registered, never counted.
         self.refused = False
+        #: Closed by a deadline; gone from ``connections`` once the close completes.
+        self.closing = False
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -493,7 +495,7 @@ class SipTransports:
                                      last_activity=connection.last_activity,
                                      message_timeout=self.tcp_message_timeout,
                                      idle_timeout=self.tcp_idle_timeout)
-            if verdict is None or connection.transport is None:
+            if verdict is None or connection.transport is None or connection.closing:
                 continue
             closed = self.counters.tcp_closed
             closed[verdict] = closed.get(verdict, 0) + 1
@@ -507,10 +509,8 @@ class SipTransports:
                     "tcp %s: no complete message %.0fs after its first byte "
                     "(sip.tcp_message_timeout); closing", connection.peer,
                     now - connection.message_started)
+            connection.closing = True
             connection.transport.close()
-            # Not swept again while the close completes.
-            connection.message_started = None
-            connection.last_activity = float("inf")
 
     async def close(self) -> None:
         if self._idle_task is not None:
