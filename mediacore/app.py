@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,7 +31,7 @@ from mediacore.calls.recording_pump import RecordingPump
 from mediacore.calls.voicemail import SpoolInUse, VoicemailSender, compose, spool_dir_for
 from mediacore.config import Config, ConfigError, example_config_path, load_config
 from mediacore.diskspace import FreeSpace
-from mediacore.host_checks import raise_open_file_limit
+from mediacore.host_checks import open_file_limit, raise_open_file_limit, tcp_connection_budget
 from mediacore.metrics.service import MetricsService
 from mediacore.netinfo import host_broadcasts
 from mediacore.records import RecordingHandle, RecordsError, RecordsService, WavFacts
@@ -40,6 +41,7 @@ from mediacore.rtp.ports import PortPool
 from mediacore.sdnotify import Notifier
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
 from mediacore.sip.message import ParseError
+from mediacore.sip.steering import priority_sources
 from mediacore.sip.transport import TCP, UDP, Peer, SipTransports
 
 log = logging.getLogger("mediacore")
@@ -51,12 +53,18 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._loop = asyncio.get_running_loop()
-        self.endpoint = SipEndpoint(config.sip, user_agent=f"mediacore/{__version__}")
+        self.endpoint = SipEndpoint(config.sip)
         self.transports = SipTransports(
             self._on_message,
             self._on_stream_error,
             max_message_size=config.sip.limits.max_message_size,
             tcp_idle_timeout=config.sip.tcp_idle_timeout,
+            tcp_message_timeout=config.sip.tcp_message_timeout,
+            tcp_connections_per_source=config.sip.tcp_connections_per_source,
+            # Idle TCP peers must never take the descriptors of a call's RTP.
+            tcp_max_connections=tcp_connection_budget(config, open_file_limit()),
+            # Carriers' and targets' datagrams get a receive queue of their own.
+            priority=priority_sources(config) if config.sip.priority_socket else None,
         )
         self.engine = MediaEngine(config.rtp.address, PortPool(config.rtp.port_range))
         # Recordings stop while less than reserve_mb is free, so that the
@@ -99,6 +107,11 @@ class Server:
         if self.metrics is not None:
             await self.metrics.start()  # a clash names metrics.listen, before SIP opens
         await self.transports.listen(self.config.sip.listen)
+        if self.transports.tcp_servers:
+            log.info("tcp: at most %d inbound connections, %d per source address (open-file "
+                     "limit %s)", self.transports.tcp_max_connections,
+                     self.transports.tcp_connections_per_source,
+                     open_file_limit() or "unlimited")
         self.b2bua = B2BUA(
             self.config,
             self.endpoint,
@@ -261,6 +274,8 @@ class Server:
         except ValueError as error:
             log.error("reload refused, keeping the running config: %s", error)
             return
+        # New targets get the priority socket; [sip] itself is read at start only.
+        self.transports.set_priority(priority_sources(replace(config, sip=self.config.sip)))
         if config.sip.listen != self.config.sip.listen or config.rtp != self.config.rtp:
             log.warning("reload: listen addresses and [rtp] take effect only on restart")
         log.info("reloaded %s: %d numbers", path, len(config.numbers))
@@ -276,6 +291,7 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
         await self.transports.close()
+        self.endpoint.flush_refusals(self._now())  # the last minute's refused traffic
         if self.metrics is not None:
             await self.metrics.close()
         self.recording_pump.close()

@@ -32,6 +32,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 #: accepts only the address SDP signalled, ``nat`` latches onto the first
 #: source on a signalled host (SDP's or the SIP peer's) and then only that one.
 LATCHING_MODES = ("strict", "nat")
+#: What an out-of-dialog request from outside ``sip.trusted_sources`` gets.
+UNTRUSTED_MODES = ("403", "drop")
+#: The longest ``sip.user_agent``: it goes into every message we send.
+MAX_USER_AGENT = 200
 
 
 class ConfigError(Exception):
@@ -83,8 +87,29 @@ class SipConfig:
     timers: SipTimers = field(default_factory=SipTimers)
     limits: SipLimits = field(default_factory=SipLimits)
     tcp_idle_timeout: float = 300.0
+    #: A TCP peer has this many seconds from the first byte of a message (or
+    #: from connecting) to the end of it; a peer trickling bytes is closed.
+    tcp_message_timeout: float = 10.0
+    #: Inbound TCP connections one source address may hold at once.
+    tcp_connections_per_source: int = 32
+    #: Inbound TCP connections in all; 0: what the open-file limit leaves
+    #: after the RTP port range (host_checks.tcp_connection_budget).
+    tcp_max_connections: int = 0
     #: SIGTERM: how long calls in progress may go on before they are ended.
     drain_timeout: float = 30.0
+    #: The Server (responses) and User-Agent (requests) header; "" for none.
+    #: No version by default: a scanner learns nothing it can look up.
+    user_agent: str = "mediacore"
+    #: "403": out-of-dialog requests from untrusted sources are answered 403
+    #: statelessly, rate-limited; "drop": they are not answered at all.
+    untrusted: str = "403"
+    #: Stateless 403s a second to one untrusted source address (bursts of
+    #: twice that), and to all of them together.
+    untrusted_answer_rate: float = 5.0
+    untrusted_answer_rate_total: float = 200.0
+    #: Carriers' and targets' UDP datagrams get a socket (and receive queue)
+    #: of their own, so that a flood cannot crowd them out (sip/steering.py).
+    priority_socket: bool = True
 
     def is_trusted(self, host: str) -> bool:
         try:
@@ -330,6 +355,20 @@ def _latching_mode(value: str) -> str | None:
     return None if value in LATCHING_MODES else f"must be one of {', '.join(LATCHING_MODES)}"
 
 
+def _positive_int(value: int) -> str | None:
+    return None if value >= 1 else "must be at least 1"
+
+
+def user_agent_problem(value: str) -> str | None:
+    """Why ``value`` cannot be our Server/User-Agent header (None: it can)."""
+    if len(value) > MAX_USER_AGENT:
+        return f"must be at most {MAX_USER_AGENT} characters"
+    if value != value.strip() or not all(" " <= ch <= "~" for ch in value):
+        return ("must be printable ASCII without leading or trailing spaces, "
+                "e.g. 'mediacore' (empty: no header)")
+    return None
+
+
 def _ip_address(value: str) -> str | None:
     try:
         ipaddress.ip_address(value)
@@ -373,7 +412,10 @@ def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
     with r.at("sip"):
         r.unknown_keys(table, {"listen", "advertised_address", "trusted_sources", "t1", "t2",
                                "t4", "max_message_size", "max_headers", "max_line_length",
-                               "tcp_idle_timeout", "drain_timeout"})
+                               "tcp_idle_timeout", "drain_timeout", "tcp_message_timeout",
+                               "tcp_connections_per_source", "tcp_max_connections",
+                               "user_agent", "untrusted", "untrusted_answer_rate",
+                               "untrusted_answer_rate_total", "priority_socket"})
         listen: list[ListenAddress] = []
         for index, item in enumerate(r.value(table, "listen", list, [])):
             with r.at(f"listen[{index}]"):
@@ -421,7 +463,33 @@ def _read_sip(r: _Reader, table: dict[str, Any]) -> SipConfig:
             drain_timeout=float(r.value(table, "drain_timeout", (int, float),
                                         default.drain_timeout,
                                         lambda v: None if v >= 0 else "must not be negative")),
+            tcp_message_timeout=float(r.value(table, "tcp_message_timeout", (int, float),
+                                              default.tcp_message_timeout, _positive)),
+            tcp_connections_per_source=r.value(table, "tcp_connections_per_source", int,
+                                               default.tcp_connections_per_source,
+                                               _positive_int),
+            tcp_max_connections=r.value(table, "tcp_max_connections", int,
+                                        default.tcp_max_connections, _not_negative),
+            user_agent=r.value(table, "user_agent", str, default.user_agent,
+                               user_agent_problem),
+            untrusted=_untrusted_mode(r, table, default.untrusted),
+            priority_socket=r.value(table, "priority_socket", bool, default.priority_socket),
+            untrusted_answer_rate=float(r.value(table, "untrusted_answer_rate", (int, float),
+                                                default.untrusted_answer_rate, _positive)),
+            untrusted_answer_rate_total=float(r.value(
+                table, "untrusted_answer_rate_total", (int, float),
+                default.untrusted_answer_rate_total, _positive)),
         )
+
+
+def _untrusted_mode(r: _Reader, table: dict[str, Any], default: str) -> str:
+    """``sip.untrusted``; ``403`` unquoted gets a hint rather than "expected a string"."""
+    if table.get("untrusted") == 403 and not isinstance(table["untrusted"], bool):
+        r.problem("untrusted", 'must be a string: "403" (quoted) or "drop"')
+        return default
+    return str(r.value(table, "untrusted", str, default,
+                       lambda v: None if v in UNTRUSTED_MODES
+                       else 'must be "403" (answer, rate-limited) or "drop" (no answer)'))
 
 
 def _read_rtp(r: _Reader, table: dict[str, Any]) -> RtpConfig:

@@ -16,24 +16,60 @@ import errno
 import os
 import resource
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 from mediacore.config import Config
 
-__all__ = ["descriptors_needed", "host_problems", "raise_open_file_limit"]
+__all__ = ["descriptors_needed", "host_problems", "open_file_limit", "raise_open_file_limit",
+           "rtp_descriptors", "tcp_connection_budget"]
 
-#: Descriptors a process needs besides its RTP sockets and recordings:
-#: SIP sockets and TCP peers, the journal, Redis, SMTP, the metrics
-#: listener, Python's own files.
-BASE_DESCRIPTORS = 256
+#: Descriptors a process needs besides its RTP sockets, recordings and TCP
+#: peers: SIP listening sockets, the journal, Redis, SMTP, the metrics
+#: listener and its clients, Python's own files.
+OWN_DESCRIPTORS = 128
+#: TCP peers a range that just fits the open-file limit still leaves room for.
+MIN_TCP_CONNECTIONS = 128
+#: What a process needs besides RTP: its own files and a minimum of TCP peers.
+BASE_DESCRIPTORS = OWN_DESCRIPTORS + MIN_TCP_CONNECTIONS
+#: Inbound TCP connections when the open-file limit is unlimited.
+UNLIMITED_TCP_CONNECTIONS = 65536
+
+
+def rtp_descriptors(port_range: tuple[int, int]) -> int:
+    """Open files a full ``port_range`` can hold: every pair's RTP and RTCP
+    socket and a recording file per call (a call holds two pairs)."""
+    first, last = port_range
+    pairs = len(range(first + (first & 1), last, 2))
+    return 2 * pairs + pairs // 2
 
 
 def descriptors_needed(port_range: tuple[int, int]) -> int:
-    """Open files a full ``port_range`` can need: every pair's RTP and RTCP
-    socket, a recording file per call (a call holds two pairs), plus a base."""
-    first, last = port_range
-    pairs = len(range(first + (first & 1), last, 2))
-    return 2 * pairs + pairs // 2 + BASE_DESCRIPTORS
+    """Open files a full ``port_range`` can need, with the base besides RTP."""
+    return rtp_descriptors(port_range) + BASE_DESCRIPTORS
+
+
+def tcp_connection_budget(config: Config, open_files: int | None) -> int:
+    """Inbound TCP connections the server may hold under ``open_files``.
+
+    ``sip.tcp_max_connections`` when set, else what the limit leaves after a
+    full RTP port range and the process's own files, so that idle TCP peers
+    can never take the descriptors a call's media needs (at least
+    MIN_TCP_CONNECTIONS whenever the range fits, which the host checks make
+    sure of). ``open_files`` None: no limit.
+    """
+    explicit = config.sip.tcp_max_connections
+    if explicit:
+        return explicit
+    if open_files is None:
+        return UNLIMITED_TCP_CONNECTIONS
+    return max(0, open_files - rtp_descriptors(config.rtp.port_range) - OWN_DESCRIPTORS)
+
+
+def open_file_limit() -> int | None:
+    """The soft open-file limit in force (None: unlimited)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def raise_open_file_limit() -> int:
@@ -138,6 +174,15 @@ def _port_range_problems(config: Config) -> list[str]:
                      f"per port pair, a recording per call, {BASE_DESCRIPTORS} more), but the "
                      f"open-file limit is {limit}: raise it (LimitNOFILE= in the unit, "
                      "ulimit -n) or narrow the range")
+    elif limit is not None and config.sip.tcp_max_connections:
+        room = tcp_connection_budget(replace(config, sip=replace(
+            config.sip, tcp_max_connections=0)), limit)
+        if config.sip.tcp_max_connections > room:
+            found.append(f"sip.tcp_max_connections: {config.sip.tcp_max_connections} "
+                         f"connections do not fit the open-file limit {limit} beside "
+                         f"rtp.port_range {first}-{last} ({rtp_descriptors((first, last))} "
+                         f"descriptors) and {OWN_DESCRIPTORS} of the process's own: at most "
+                         f"{room}, or raise the limit")
     return found
 
 

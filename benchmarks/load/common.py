@@ -536,6 +536,11 @@ class ServerSpec:
     extra_targets: tuple[int, ...] = ()
     #: A port for ``[metrics] listen`` (/metrics, /healthz, /readyz); None: no [metrics].
     metrics_port: int | None = None
+    #: ``sip.trusted_sources``; the flood run trusts 127.0.0.1/32 only, so that
+    #: other 127.x addresses stand for the hosts outside.
+    trusted_sources: tuple[str, ...] = ("127.0.0.0/8",)
+    #: More ``[sip]`` lines as TOML (e.g. ``untrusted = "drop"``).
+    sip_extra: str = ""
 
     def numbers(self) -> list[tuple[str, int]]:
         first = int(SERVICE_NUMBER[1:])
@@ -550,8 +555,9 @@ class ServerSpec:
 [sip]
 listen = ["udp:127.0.0.1:{self.sip_port}"]
 advertised_address = "127.0.0.1"
-trusted_sources = ["127.0.0.0/8"]
+trusted_sources = [{", ".join(f'"{t}"' for t in self.trusted_sources)}]
 drain_timeout = {self.drain_timeout}
+{self.sip_extra}
 
 [rtp]
 address = "127.0.0.1"

@@ -275,7 +275,7 @@ class Call:
             headers.append(("Content-Type", "application/sdp"))
         response = sip.make_response(
             self.invite, status, reason, to_tag=self.local_tag,
-            extra_headers=[("Server", self.endpoint.user_agent), *headers], body=body)
+            extra_headers=[*self.endpoint.agent_header("Server"), *headers], body=body)
         if 200 <= status < 300:
             self.caller_dialog = Dialog.from_uas(self.invite, response)
         return self.endpoint.send_response(self.transaction, response, now)
@@ -349,7 +349,7 @@ class Call:
             ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
             ("Supported", "timer"),
             *session_timer.offer_headers(),
-            ("User-Agent", self.endpoint.user_agent),
+            *self.endpoint.agent_header("User-Agent"),
             ("Content-Type", "application/sdp"),
         ]
         if self.loop_marker:
@@ -701,7 +701,7 @@ class Call:
                 self._log("answer from the %s unusable: %s", _who(answering), error)
         reply = sip.make_response(relay.request, status, reason,
                                   to_tag=relay.request.to_tag, body=body,
-                                  extra_headers=[("Server", self.endpoint.user_agent), *headers])
+                                  extra_headers=[*self.endpoint.agent_header("Server"), *headers])
         outputs += self.endpoint.send_response(relay.transaction, reply, now)
         if response.status in (408, 481):
             outputs += self.hang_up(now, f"the {_who(answering)} answered {response.status} "

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mediacore.records import RecordsService
     from mediacore.rtp.engine import MediaEngine
     from mediacore.sip.endpoint import SipEndpoint
+    from mediacore.sip.transport import SipTransports
 
 #: Call setup, seconds: INVITE received to our 200 (or to the final response).
 #: A caller on a target's ring timeout of 20 s or more lands in the top buckets.
@@ -45,6 +46,7 @@ class ServerView(Protocol):
     """What the collector reads: the running server's parts (mediacore.app.Server)."""
 
     endpoint: SipEndpoint
+    transports: SipTransports
     b2bua: B2BUA | None
     engine: MediaEngine
     recording_pump: RecordingPump
@@ -153,9 +155,71 @@ class ServerCollector(Collector):
         family.add_metric(["server"], len(endpoint.transactions.server))
         family.add_metric(["client"], len(endpoint.transactions.client))
         yield family
+        yield from self._refusals()
         yield GaugeMetricFamily("mediacore_draining",
                                 "1 while the server drains (SIGTERM): new calls and "
                                 "OPTIONS get 503", value=int(endpoint.refuse_new_calls))
+
+    def _refusals(self) -> Iterator[Metric]:
+        """Hostile traffic: the untrusted screen's refusals, the TCP limits."""
+        from mediacore.sip.screening import ANSWER_OUTCOMES, REFUSAL_REASONS
+        from mediacore.sip.transport import (
+            CLOSED_IDLE,
+            CLOSED_MESSAGE_TIMEOUT,
+            REFUSED_GLOBAL,
+            REFUSED_PER_SOURCE,
+        )
+
+        c = self.view.endpoint.counters
+        family = CounterMetricFamily("mediacore_sip_refused_messages",
+                                     "SIP messages refused before the parse, by reason: "
+                                     "untrusted (a request outside a dialog from outside "
+                                     "sip.trusted_sources), unreadable (from such a source, "
+                                     "no SIP start line), refusal-ack (the ACK of one of our "
+                                     "stateless 403s)", labels=["reason"])
+        for reason in REFUSAL_REASONS:
+            family.add_metric([reason], c.messages_refused.get(reason, 0))
+        yield family
+        family = CounterMetricFamily("mediacore_sip_refusal_answers",
+                                     "What the refused untrusted requests got: sent (a 403), "
+                                     "rate-limited (no 403: over sip.untrusted_answer_rate), "
+                                     "not-answered (sip.untrusted = drop)", labels=["outcome"])
+        for outcome in ANSWER_OUTCOMES:
+            family.add_metric([outcome], c.refusal_answers.get(outcome, 0))
+        yield family
+        transports = self.view.transports
+        lanes = {"priority": 0, "other": 0, "single": 0}
+        for listener in (*transports.udp.values(), *transports.udp_other.values()):
+            lanes[listener.lane] = lanes.get(listener.lane, 0) + listener.received
+        family = CounterMetricFamily("mediacore_sip_udp_datagrams_received",
+                                     "UDP datagrams read, by socket: priority (from "
+                                     "sip.trusted_sources and the targets' hosts), other "
+                                     "(everyone else), single (a listener not steered)",
+                                     labels=["socket"])
+        for lane, value in lanes.items():
+            family.add_metric([lane], value)
+        yield family
+        yield GaugeMetricFamily("mediacore_sip_tcp_connections",
+                                "Inbound SIP TCP connections open", value=transports.inbound)
+        yield GaugeMetricFamily("mediacore_sip_tcp_connections_limit",
+                                "Inbound SIP TCP connections allowed at once (what the "
+                                "open-file limit leaves after the RTP ports, or "
+                                "sip.tcp_max_connections)", value=transports.tcp_max_connections)
+        t = transports.counters
+        family = CounterMetricFamily("mediacore_sip_tcp_connections_refused",
+                                     "Inbound TCP connections accepted and closed at once, by "
+                                     "the limit they hit: per-source, global",
+                                     labels=["reason"])
+        for reason in (REFUSED_PER_SOURCE, REFUSED_GLOBAL):
+            family.add_metric([reason], t.tcp_refused.get(reason, 0))
+        yield family
+        family = CounterMetricFamily("mediacore_sip_tcp_connections_closed",
+                                     "TCP connections we closed, by deadline: message-timeout "
+                                     "(no complete message within sip.tcp_message_timeout of "
+                                     "its first byte), idle", labels=["reason"])
+        for reason in (CLOSED_MESSAGE_TIMEOUT, CLOSED_IDLE):
+            family.add_metric([reason], t.tcp_closed.get(reason, 0))
+        yield family
 
     # --- calls ---------------------------------------------------------------------
 

@@ -11,9 +11,15 @@ What is settled here so the TU never sees it (RFC 3261 8.2, 16.3, 18):
 
 * malformed requests get 400 (or the parser's status) statelessly, when the
   message says where to send it; malformed responses are dropped;
+* a message from outside ``trusted_sources`` goes through the untrusted
+  screen (:mod:`mediacore.sip.screening`) before the parser: a request
+  outside a dialog (INVITE, OPTIONS, REGISTER, ...; not ACK or CANCEL) is
+  refused there with a stateless, rate-limited 403 or, with
+  ``sip.untrusted = "drop"``, not answered; no transaction, no per-message
+  log line. Responses and in-dialog requests go on (targets need not be
+  trusted);
 * every answer of :func:`~mediacore.sip.message.check_request` (405/501,
-  416, 420, 415, 406, 483 for INVITEs we would forward), and 403 for an
-  INVITE from outside ``trusted_sources``, logged with its source;
+  416, 420, 415, 406, 483 for INVITEs we would forward);
 * OPTIONS is answered 200 here: carriers use it as a keepalive and it must
   not depend on anything above; while draining it is answered 503 with
   Retry-After, like a new INVITE, so a dispatcher that probes with OPTIONS
@@ -37,6 +43,7 @@ from mediacore.sip import message as sip
 from mediacore.sip.dialog import new_tag
 from mediacore.sip.headers import _VIA as _VIA_PATTERN
 from mediacore.sip.headers import Via, parse_via
+from mediacore.sip.screening import UntrustedScreen
 from mediacore.sip.transaction import (
     Action,
     ClientTransaction,
@@ -83,8 +90,9 @@ class SipCounters:
     path, so they are plain ``dict.get`` + 1, nothing more.
     """
 
-    __slots__ = ("calls_refused", "malformed", "requests_received", "requests_sent",
-                 "responses_received", "responses_sent", "retransmissions", "timeouts")
+    __slots__ = ("calls_refused", "malformed", "messages_refused", "refusal_answers",
+                 "requests_received", "requests_sent", "responses_received", "responses_sent",
+                 "retransmissions", "timeouts")
 
     def __init__(self) -> None:
         self.requests_received: dict[str, int] = {}
@@ -100,6 +108,12 @@ class SipCounters:
         self.malformed = 0
         #: New INVITEs answered here before any call existed: "draining", "untrusted".
         self.calls_refused: dict[str, int] = {}
+        #: Messages refused by the untrusted screen, by reason
+        #: (screening.REFUSAL_REASONS).
+        self.messages_refused: dict[str, int] = {}
+        #: What the refused untrusted requests' answers became
+        #: (screening.ANSWER_OUTCOMES: sent, rate-limited, not-answered).
+        self.refusal_answers: dict[str, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +248,10 @@ def _replace_first_via(headers: sip.Headers, line: str) -> None:
 class SipEndpoint:
     """One SIP endpoint: parse, match, answer what the core answers, report the rest."""
 
-    def __init__(self, config: SipConfig, *, user_agent: str = "mediacore") -> None:
+    def __init__(self, config: SipConfig) -> None:
         self.config = config
-        self.user_agent = user_agent
+        #: Our Server/User-Agent value (``sip.user_agent``); "" sends none.
+        self.user_agent = config.user_agent
         self.limits = sip.ParserLimits(
             max_message_size=config.limits.max_message_size,
             max_headers=config.limits.max_headers,
@@ -253,10 +268,21 @@ class SipEndpoint:
         #: the rest). Empty: calls are taken. Separate from draining, which ends.
         self.unavailable = ""
         self.counters = SipCounters()
+        self.screen = UntrustedScreen(config, self.counters, COUNTED_METHODS)
+        self.trusted = self.screen.trusted
+
+    def agent_header(self, name: str) -> list[tuple[str, str]]:
+        """``[(name, user_agent)]`` for a Server or User-Agent header, or [] when
+        ``sip.user_agent`` is empty (no header at all)."""
+        return [(name, self.user_agent)] if self.user_agent else []
 
     # --- input -----------------------------------------------------------------
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Output]:
+        if not self.trusted(peer.host):
+            answer = self.screen.screen(data, peer, now)
+            if answer is not None:
+                return [Transmit(answer, peer)] if answer else []
         counters = self.counters
         try:
             message = sip.parse(data, self.limits)
@@ -305,7 +331,8 @@ class SipEndpoint:
                 via = None
         log.info("answering unparsable request from %s with %s %s", peer, error.status,
                  error.reason)
-        response.headers.add("Server", self.user_agent)
+        if self.user_agent:
+            response.headers.add("Server", self.user_agent)
         response.headers.add("Warning", warning(error.reason))
         sent = self.counters.responses_sent
         key = ("other", response.status)
@@ -314,6 +341,12 @@ class SipEndpoint:
 
     def _receive_request(self, request: sip.Request, peer: Peer, now: float) -> list[Output]:
         received = self.counters.requests_received
+        if (request.to_tag is None and request.method not in ("ACK", "CANCEL")
+                and not self.trusted(peer.host)):
+            # What the screen could not tell without the parser (folded lines,
+            # a tag in a display name or URI): refused the same way, statelessly.
+            answer = self.screen.refuse_parsed(request, peer, now)
+            return [Transmit(answer, peer)] if answer else []
         method = counted_method(request.method)
         received[method] = received.get(method, 0) + 1
         stamp_via(request, peer)
@@ -356,11 +389,7 @@ class SipEndpoint:
             return self.respond(transaction, rejection.status, rejection.reason,
                                 headers=headers, now=now)
         if method == "INVITE":
-            if not self.config.is_trusted(received.peer.host):
-                log.warning("call %s: INVITE from untrusted source %s refused with 403",
-                            call_id, received.peer)
-                self._count_refusal("untrusted")
-                return self.respond(transaction, 403, "Forbidden", now=now)
+            # (From an untrusted source it never got here: the screen refused it.)
             if self.refuse_new_calls:
                 self._count_refusal("draining")
                 return self.respond(transaction, 503, "Service Unavailable",
@@ -409,7 +438,7 @@ class SipEndpoint:
             to_tag = _tag_for(transaction)
         response = sip.make_response(
             transaction.request, status, reason, to_tag=to_tag,
-            extra_headers=[("Server", self.user_agent), *headers], body=body,
+            extra_headers=[*self.agent_header("Server"), *headers], body=body,
         )
         return self.send_response(transaction, response, now)
 
@@ -452,12 +481,21 @@ class SipEndpoint:
         refused = self.counters.calls_refused
         refused[reason] = refused.get(reason, 0) + 1
 
+    def flush_refusals(self, now: float) -> None:
+        """Log the refusals' summary now, whatever window is open (at shutdown)."""
+        self.screen.handle_timer(now, force=True)
+
     # --- time ----------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return self.transactions.next_deadline()
+        deadline = self.transactions.next_deadline()
+        summary = self.screen.next_deadline()
+        if summary is not None and (deadline is None or summary < deadline):
+            return summary
+        return deadline
 
     def handle_timer(self, now: float) -> list[Output]:
+        self.screen.handle_timer(now)  # the refusals' summary line, once a minute
         actions = self.transactions.handle_timer(now)
         # Whatever a timer sends is a retransmission (A, E, G); timeouts are
         # counted in _outputs.

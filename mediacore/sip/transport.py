@@ -11,6 +11,28 @@ cannot be framed (no Content-Length, too large) is reported through
 ``on_stream_error`` so the core can answer it, and the connection closes:
 there is no finding the next message after it. Double-CRLF
 keepalives (RFC 5626 section 3.5.1) get a single CRLF back.
+
+An IPv4 UDP listener given ``priority`` networks is two sockets on one port,
+the kernel steering carriers' and targets' datagrams to the first and the
+rest to the second (:mod:`mediacore.sip.steering`): a flood then fills only
+the second one's receive queue.
+
+TCP peers are bounded, since each holds a file descriptor that a call's RTP
+sockets may need (the limits come from ``[sip]``; the app derives the global
+one from the open-file limit, mediacore.host_checks.tcp_connection_budget):
+
+* a message must be complete within ``tcp_message_timeout`` seconds of its
+  first byte, and an accepted connection must send its first bytes within
+  that time: a peer trickling a byte every few seconds (slowloris) is closed;
+* a connection with no complete message or keepalive ping for
+  ``tcp_idle_timeout`` seconds is closed;
+* one source address holds at most ``tcp_connections_per_source`` inbound
+  connections, all sources together ``tcp_max_connections``: a connection
+  beyond either is accepted and closed at once (the kernel's backlog would
+  otherwise hold it), counted, and logged at most once a minute.
+
+:func:`stream_verdict` makes the timing decision from plain numbers, so it
+is unit-tested without sockets or a clock.
 """
 
 from __future__ import annotations
@@ -23,7 +45,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mediacore.config import ListenAddress
+from mediacore.config import ListenAddress, Network
+from mediacore.ratelimit import RateLimitedLog
+from mediacore.sip import steering
 from mediacore.sip.message import ParseError, ParserLimits, message_length
 
 log = logging.getLogger("mediacore.sip.transport")
@@ -47,6 +71,46 @@ class Peer:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
+
+
+#: Why a TCP connection was refused (mediacore_sip_tcp_connections_refused_total).
+REFUSED_PER_SOURCE = "per-source"
+REFUSED_GLOBAL = "global"
+#: Why we closed one (mediacore_sip_tcp_connections_closed_total).
+CLOSED_MESSAGE_TIMEOUT = "message-timeout"
+CLOSED_IDLE = "idle"
+#: Seconds between the sweeps that apply the TCP deadlines (at most).
+TCP_SWEEP_INTERVAL = 1.0
+#: A limit-refusal or deadline-closure log line at most this often, per kind.
+TCP_LOG_INTERVAL = 60.0
+
+
+def stream_verdict(now: float, *, message_started: float | None, last_activity: float,
+                   message_timeout: float, idle_timeout: float) -> str | None:
+    """Why a TCP connection is to be closed now, or None.
+
+    ``message_started``: when the first byte of the message still incomplete
+    arrived (for an accepted connection that sent nothing yet, when it was
+    accepted); None when no message is under way. ``last_activity``: the
+    last complete message or keepalive ping, either way.
+    """
+    if message_started is not None and now - message_started > message_timeout:
+        return CLOSED_MESSAGE_TIMEOUT
+    if now - last_activity > idle_timeout:
+        return CLOSED_IDLE
+    return None
+
+
+class TransportCounters:
+    """What the TCP limits did since start, for metrics (plain integers)."""
+
+    __slots__ = ("tcp_closed", "tcp_refused")
+
+    def __init__(self) -> None:
+        #: Inbound connections refused at accept, by limit (per-source, global).
+        self.tcp_refused: dict[str, int] = {}
+        #: Connections we closed, by deadline (message-timeout, idle).
+        self.tcp_closed: dict[str, int] = {}
 
 
 MessageHandler = Callable[[bytes, Peer], None]
@@ -82,9 +146,14 @@ def widen_receive_buffer(sock: socket.socket, name: str) -> int:
 
 
 class _UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, owner: SipTransports, local: ListenAddress) -> None:
+    def __init__(self, owner: SipTransports, local: ListenAddress,
+                 lane: str = "single") -> None:
         self.owner = owner
         self.local = local
+        #: "priority" or "other" for a steered pair of sockets, else "single".
+        self.lane = lane
+        #: Datagrams read (mediacore_sip_udp_datagrams_received_total).
+        self.received = 0
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,6 +163,7 @@ class _UdpListener(asyncio.DatagramProtocol):
             widen_receive_buffer(sock, str(self.local))
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
         # A bare CRLF datagram is a keepalive (RFC 5626 4.4.1); nothing to parse.
         if not data.strip(b"\r\n"):
             return
@@ -106,33 +176,48 @@ class _UdpListener(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
-    """One TCP connection, accepted or opened by us, reused in both directions."""
+    """One TCP connection, accepted (``inbound``) or opened by us, reused both ways."""
 
-    def __init__(self, owner: SipTransports) -> None:
+    def __init__(self, owner: SipTransports, *, inbound: bool) -> None:
         self.owner = owner
+        self.inbound = inbound
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         self.last_activity = time.monotonic()
+        #: The first byte of the message under way arrived then (None: none is);
+        #: an accepted connection owes its first bytes from the moment it came.
+        self.message_started: float | None = self.last_activity if inbound else None
+        #: Refused at accept by a limit: never registered, never counted.
+        self.refused = False
+        #: Closed by a deadline; gone from ``connections`` once the close completes.
+        self.closing = False
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer(TCP, host, port)
+        if self.inbound and not self.owner.admit(self):
+            self.refused = True
+            transport.close()
+            return
         self.owner.connections[(host, port)] = self
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None and self.transport is not None
-        self.last_activity = time.monotonic()
+        if self.refused:
+            return
+        now = time.monotonic()
         self.buffer += data
         limits = self.owner.limits
         while self.buffer:
             keepalive = self._strip_leading_crlf()
             if keepalive:
+                self.last_activity = now
                 self.transport.write(b"\r\n")
             if not self.buffer:
-                return
+                break
             try:
                 length = message_length(self.buffer, limits)
             except ParseError as error:
@@ -142,10 +227,18 @@ class _TcpConnection(asyncio.Protocol):
                 self.buffer.clear()
                 return
             if length is None:
-                return
+                break
             message = bytes(self.buffer[:length])
             del self.buffer[:length]
+            self.last_activity = now
+            self.message_started = None
             self.owner.deliver(message, self.peer)
+        if not self.buffer:
+            # Nothing under way; an accepted connection that only sent CRLFs
+            # has sent something, and the idle timeout takes over.
+            self.message_started = None
+        elif self.message_started is None:
+            self.message_started = now
 
     def _strip_leading_crlf(self) -> bool:
         """Drop CRLFs before a message; True when they made a double-CRLF ping."""
@@ -157,16 +250,17 @@ class _TcpConnection(asyncio.Protocol):
         return stripped >= 4
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None:
+        if self.peer is not None and not self.refused:
             key = (self.peer.host, self.peer.port)
             if self.owner.connections.get(key) is self:
                 del self.owner.connections[key]
+            if self.inbound:
+                self.owner.release(self)
         if not self.closed.done():
             self.closed.set_result(None)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
-        self.last_activity = time.monotonic()
         self.transport.write(data)
 
 
@@ -185,15 +279,72 @@ class SipTransports:
         *,
         max_message_size: int = 65536,
         tcp_idle_timeout: float = 300.0,
+        tcp_message_timeout: float = 10.0,
+        tcp_connections_per_source: int = 32,
+        tcp_max_connections: int = 1024,
+        priority: list[Network] | None = None,
     ) -> None:
         self.on_message = on_message
         self.on_stream_error = on_stream_error or (lambda error, data, peer: None)
         self.limits = ParserLimits(max_message_size=max_message_size)
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_message_timeout = tcp_message_timeout
+        self.tcp_connections_per_source = tcp_connections_per_source
+        self.tcp_max_connections = tcp_max_connections
         self.udp: dict[ListenAddress, _UdpListener] = {}
+        #: The second socket of each steered IPv4 listener (sources not in ``priority``).
+        self.udp_other: dict[ListenAddress, _UdpListener] = {}
+        #: Sources whose datagrams get the first socket; None: one socket per listener.
+        self.priority = priority
+        #: Listeners whose kernel took the steering program.
+        self.steered: set[ListenAddress] = set()
         self.tcp_servers: dict[ListenAddress, asyncio.Server] = {}
         self.connections: dict[tuple[str, int], _TcpConnection] = {}
+        #: Accepted connections open, in all and per source address.
+        self.inbound = 0
+        self.inbound_by_source: dict[str, int] = {}
+        self.counters = TransportCounters()
+        self._refusal_logs = {reason: RateLimitedLog(log, interval=TCP_LOG_INTERVAL)
+                              for reason in (REFUSED_PER_SOURCE, REFUSED_GLOBAL)}
+        self._closure_logs = {reason: RateLimitedLog(log, interval=TCP_LOG_INTERVAL)
+                              for reason in (CLOSED_MESSAGE_TIMEOUT, CLOSED_IDLE)}
         self._idle_task: asyncio.Task[None] | None = None
+
+    def admit(self, connection: _TcpConnection) -> bool:
+        """Take an accepted connection within the limits, or count and log why not."""
+        assert connection.peer is not None
+        host = connection.peer.host
+        held = self.inbound_by_source.get(host, 0)
+        if held >= self.tcp_connections_per_source:
+            self._refuse(REFUSED_PER_SOURCE, connection.peer,
+                         f"{host} already holds {held} connections "
+                         f"(sip.tcp_connections_per_source)")
+            return False
+        if self.inbound >= self.tcp_max_connections:
+            self._refuse(REFUSED_GLOBAL, connection.peer,
+                         f"{self.inbound} connections are open (sip.tcp_max_connections, "
+                         "or what the open-file limit leaves after the RTP ports)")
+            return False
+        self.inbound += 1
+        self.inbound_by_source[host] = held + 1
+        return True
+
+    def release(self, connection: _TcpConnection) -> None:
+        """An admitted connection closed: its place is free again."""
+        assert connection.peer is not None
+        host = connection.peer.host
+        self.inbound -= 1
+        held = self.inbound_by_source.get(host, 0) - 1
+        if held > 0:
+            self.inbound_by_source[host] = held
+        else:
+            self.inbound_by_source.pop(host, None)
+
+    def _refuse(self, reason: str, peer: Peer, why: str) -> None:
+        refused = self.counters.tcp_refused
+        refused[reason] = refused.get(reason, 0) + 1
+        self._refusal_logs[reason].warning("tcp %s: connection refused (accepted and closed): "
+                                           "%s", peer, why)
 
     def deliver(self, data: bytes, peer: Peer) -> None:
         try:
@@ -207,7 +358,10 @@ class SipTransports:
         loop = asyncio.get_running_loop()
         try:
             for address in addresses:
-                if address.transport == UDP:
+                if address.transport == UDP and self.priority is not None \
+                        and ":" not in address.host:
+                    await self._listen_steered(address)
+                elif address.transport == UDP:
                     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
                     _, protocol = await loop.create_datagram_endpoint(
                         lambda a=address: _UdpListener(self, a),
@@ -217,14 +371,64 @@ class SipTransports:
                     self.udp[address] = protocol
                 else:
                     self.tcp_servers[address] = await loop.create_server(
-                        lambda: _TcpConnection(self), address.host, address.port,
+                        lambda: _TcpConnection(self, inbound=True), address.host, address.port,
                     )
                 log.info("listening on %s", address)
         except OSError:
             await self.close()
             raise
         if self.tcp_servers and self._idle_task is None:
-            self._idle_task = loop.create_task(self._close_idle_connections())
+            self._idle_task = loop.create_task(self._apply_deadlines())
+
+    async def _listen_steered(self, address: ListenAddress) -> None:
+        """Two SO_REUSEPORT sockets on ``address``, the kernel picking by source."""
+        loop = asyncio.get_running_loop()
+        # A plain bind first: the port must be free (SO_REUSEPORT alone would
+        # let a second server on the same port share it silently), and port 0
+        # becomes a real one both sockets can take.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((address.host, address.port))
+            port = probe.getsockname()[1]
+        sockets = []
+        try:
+            for _ in (steering.PRIORITY, steering.OTHER):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((address.host, port))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        self._steer(address, sockets[0])
+        for sock, lane, table in ((sockets[0], "priority", self.udp),
+                                  (sockets[1], "other", self.udp_other)):
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda a=address, la=lane: _UdpListener(self, a, la), sock=sock)
+            table[address] = protocol  # type: ignore[assignment]
+
+    def _steer(self, address: ListenAddress, sock: socket.socket) -> None:
+        assert self.priority is not None
+        try:
+            steering.attach(sock, steering.steering_program(self.priority))
+        except (OSError, ValueError) as error:
+            self.steered.discard(address)
+            log.warning("udp %s: cannot steer carriers' datagrams to a socket of their own "
+                        "(%s): a flood can crowd them out of the receive queue", address, error)
+            return
+        self.steered.add(address)
+        log.info("udp %s: datagrams from %d trusted and target networks have a socket of "
+                 "their own", address, len(self.priority))
+
+    def set_priority(self, networks: list[Network]) -> None:
+        """New priority sources (a reloaded number plan's targets) for every steered listener."""
+        if self.priority is None:
+            return
+        self.priority = networks
+        for address, listener in self.udp.items():
+            sock = listener.transport.get_extra_info("socket") if listener.transport else None
+            if address in self.udp_other and sock is not None:
+                self._steer(address, sock)
 
     def bound(self, transport: str) -> list[ListenAddress]:
         """The addresses actually bound (port 0 in config becomes the real port)."""
@@ -267,7 +471,8 @@ class SipTransports:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: _TcpConnection(self), peer.host, peer.port),
+                loop.create_connection(lambda: _TcpConnection(self, inbound=False),
+                                       peer.host, peer.port),
                 timeout=10,
             )
         except (OSError, TimeoutError) as error:
@@ -276,17 +481,36 @@ class SipTransports:
             return
         connection.write(data)
 
-    async def _close_idle_connections(self) -> None:
-        interval = min(self.tcp_idle_timeout / 2, 30.0)
+    async def _apply_deadlines(self) -> None:
+        interval = max(0.05, min(TCP_SWEEP_INTERVAL, self.tcp_message_timeout / 4,
+                                 self.tcp_idle_timeout / 4))
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for connection in list(self.connections.values()):
-                if now - connection.last_activity > self.tcp_idle_timeout:
-                    log.info("tcp %s idle for %.0fs; closing", connection.peer,
-                             now - connection.last_activity)
-                    if connection.transport is not None:
-                        connection.transport.close()
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        """Close the connections past a deadline (stream_verdict), counted and logged."""
+        for connection in list(self.connections.values()):
+            verdict = stream_verdict(now, message_started=connection.message_started,
+                                     last_activity=connection.last_activity,
+                                     message_timeout=self.tcp_message_timeout,
+                                     idle_timeout=self.tcp_idle_timeout)
+            if verdict is None or connection.transport is None or connection.closing:
+                continue
+            closed = self.counters.tcp_closed
+            closed[verdict] = closed.get(verdict, 0) + 1
+            if verdict == CLOSED_IDLE:
+                self._closure_logs[verdict].log(
+                    logging.INFO, "tcp %s idle for %.0fs; closing", connection.peer,
+                    now - connection.last_activity)
+            else:
+                assert connection.message_started is not None
+                self._closure_logs[verdict].warning(
+                    "tcp %s: no complete message %.0fs after its first byte "
+                    "(sip.tcp_message_timeout); closing", connection.peer,
+                    now - connection.message_started)
+            connection.closing = True
+            connection.transport.close()
 
     async def close(self) -> None:
         if self._idle_task is not None:
@@ -294,7 +518,7 @@ class SipTransports:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._idle_task
             self._idle_task = None
-        for listener in self.udp.values():
+        for listener in (*self.udp.values(), *self.udp_other.values()):
             if listener.transport is not None:
                 listener.transport.close()
         for server in self.tcp_servers.values():
@@ -305,4 +529,5 @@ class SipTransports:
         for server in self.tcp_servers.values():
             await server.wait_closed()
         self.udp.clear()
+        self.udp_other.clear()
         self.tcp_servers.clear()

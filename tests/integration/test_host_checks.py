@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mediacore.host_checks import descriptors_needed
+from mediacore.host_checks import OWN_DESCRIPTORS, descriptors_needed, rtp_descriptors
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +108,22 @@ def test_a_port_range_beyond_the_open_file_limit_is_refused(tmp_path: Path) -> N
         assert "the open-file limit is 4096" in result.stderr
         assert "ready:" not in result.stderr  # serve stopped before any socket opened
     assert check(tmp_path, config, nofile=needed).returncode == 0
+
+
+def test_tcp_max_connections_beyond_the_open_file_limit_is_refused(tmp_path: Path) -> None:
+    """The TCP limit must leave the RTP range its descriptors: a bigger one names its key."""
+    config = f"""
+[sip]
+tcp_max_connections = 5000
+[rtp]
+port_range = [40000, 40999]
+[storage]
+dir = "{tmp_path / 'var'}"
+"""
+    room = 4096 - rtp_descriptors((40000, 40999)) - OWN_DESCRIPTORS
+    result = check(tmp_path, config, nofile=4096)
+    assert result.returncode == 1
+    assert ("sip.tcp_max_connections: 5000 connections do not fit the open-file limit 4096"
+            in result.stderr)
+    assert f"at most {room}" in result.stderr
+    assert check(tmp_path, config.replace("5000", str(room)), nofile=4096).returncode == 0

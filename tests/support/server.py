@@ -8,6 +8,7 @@ that shutdown is exercised too.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -38,11 +39,13 @@ class MediacoreServer:
     """One server process; ``log`` is everything it wrote to stderr so far."""
 
     def __init__(self, workdir: Path, config_text: str, sip_port: int, *,
-                 log_level: str | None = "debug") -> None:
-        """``log_level`` None: no ``--log-level``, so ``[log] level`` (or info) holds."""
+                 log_level: str | None = "debug", nofile: int | None = None) -> None:
+        """``log_level`` None: no ``--log-level``, so ``[log] level`` (or info) holds.
+        ``nofile``: the process's open-file limit (soft and hard), as LimitNOFILE= sets it."""
         self.workdir = workdir
         self.sip_port = sip_port
         self.log_level = log_level
+        self.nofile = nofile
         self.config_path = workdir / "mediacore.toml"
         self.config_path.write_text(config_text)
         self.process: subprocess.Popen[str] | None = None
@@ -61,6 +64,7 @@ class MediacoreServer:
             [sys.executable, "-m", "mediacore", "serve", "-c", str(self.config_path), *level],
             cwd=self.workdir, env=env, text=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=self._limit_files if self.nofile is not None else None,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -70,6 +74,10 @@ class MediacoreServer:
                 self.stop()
                 raise RuntimeError(f"mediacore did not start:\n{self.log}")
             time.sleep(0.02)
+
+    def _limit_files(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stderr is not None

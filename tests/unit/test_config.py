@@ -262,3 +262,44 @@ def test_media_latching_problems_name_their_keys() -> None:
         "number[0].media_latching: must be one of strict, nat",
         "number[1].media_latching: expected a string, got a boolean",
     ]
+
+
+def test_hostile_network_keys_have_safe_defaults() -> None:
+    sip = parse_config({}, "t").sip
+    assert sip.user_agent == "mediacore"  # no version for a scanner to look up
+    assert sip.untrusted == "403" and sip.untrusted_answer_rate == 5.0
+    assert sip.untrusted_answer_rate_total == 200.0 and sip.priority_socket
+    assert sip.tcp_message_timeout == 10.0 and sip.tcp_connections_per_source == 32
+    assert sip.tcp_max_connections == 0  # derived from the open-file limit
+
+
+def test_hostile_network_keys_are_read() -> None:
+    sip = parse_config({"sip": {
+        "user_agent": "", "untrusted": "drop", "untrusted_answer_rate": 1,
+        "untrusted_answer_rate_total": 50.5, "priority_socket": False,
+        "tcp_message_timeout": 4, "tcp_connections_per_source": 2,
+        "tcp_max_connections": 100}}, "t").sip
+    assert (sip.user_agent, sip.untrusted, sip.untrusted_answer_rate) == ("", "drop", 1.0)
+    assert sip.untrusted_answer_rate_total == 50.5 and not sip.priority_socket
+    assert (sip.tcp_message_timeout, sip.tcp_connections_per_source,
+            sip.tcp_max_connections) == (4.0, 2, 100)
+
+
+def test_hostile_network_keys_are_validated_by_name() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"sip": {
+            "user_agent": "mediacore/1.0\r\nX-Injected: 1", "untrusted": 403,
+            "untrusted_answer_rate": 0, "untrusted_answer_rate_total": -1,
+            "priority_socket": "yes", "tcp_message_timeout": 0,
+            "tcp_connections_per_source": 0, "tcp_max_connections": -5}}, "f.toml")
+    problems = caught.value.problems
+    for key in ("user_agent", "untrusted", "untrusted_answer_rate",
+                "untrusted_answer_rate_total", "priority_socket", "tcp_message_timeout",
+                "tcp_connections_per_source", "tcp_max_connections"):
+        assert any(p.startswith(f"sip.{key}: ") for p in problems), (key, problems)
+    assert 'sip.untrusted: must be a string: "403" (quoted) or "drop"' in problems
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"sip": {"untrusted": "reject", "user_agent": "x" * 201}}, "f.toml")
+    assert caught.value.problems == [
+        "sip.user_agent: must be at most 200 characters",
+        'sip.untrusted: must be "403" (answer, rate-limited) or "drop" (no answer)']

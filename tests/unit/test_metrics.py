@@ -7,7 +7,7 @@ clock; its output is parsed back with prometheus_client's own parser.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from mediacore.records import RecordsService
 from mediacore.rtp.engine import MediaEngine
 from mediacore.rtp.ports import PortPool
 from mediacore.sip.endpoint import SipEndpoint
+from mediacore.sip.transport import SipTransports
 from tests.unit.test_call_flows import CARRIER, Harness, in_dialog, ring_and_answer
 
 
@@ -36,6 +37,8 @@ class View:
     records: RecordsService
     voicemail: VoicemailSender
     recorded_bytes: int = 0
+    transports: SipTransports = field(
+        default_factory=lambda: SipTransports(lambda data, peer: None))
 
 
 @pytest.fixture
