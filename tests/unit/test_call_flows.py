@@ -16,7 +16,7 @@ import pytest
 from mediacore.calls.b2bua import B2BUA
 from mediacore.calls.call import Call, LocalContact
 from mediacore.calls.media import Side
-from mediacore.config import Config, NumberConfig
+from mediacore.config import Config, NumberConfig, SipConfig
 from mediacore.sip import message as sip
 from mediacore.sip import sdp
 from mediacore.sip.endpoint import Output, SipEndpoint, Transmit
@@ -37,13 +37,16 @@ OFFER = (
 class Harness:
     """An endpoint and a B2BUA wired as the server wires them, minus sockets."""
 
-    def __init__(self, tmp_path: Path, **number: object) -> None:
+    def __init__(self, tmp_path: Path, *, sip_config: SipConfig | None = None,
+                 **number: object) -> None:
+        """``sip_config``: the endpoint's settings (trusted sources...), else the defaults."""
         settings: dict[str, object] = {
             "number": "+31900123456", "owner": "acme", "targets": (TARGET_1, TARGET_2),
             "ring_timeout": 20.0, "max_duration": 3600.0,
         }
         settings.update(number)
-        self.config = Config(source="test", numbers=(NumberConfig(**settings),))  # type: ignore[arg-type]
+        self.config = Config(source="test", numbers=(NumberConfig(**settings),),  # type: ignore[arg-type]
+                             **({"sip": sip_config} if sip_config is not None else {}))
         self.endpoint = SipEndpoint(self.config.sip)
         self.media: list[FakeMedia] = []
         self.ended: list[Call] = []

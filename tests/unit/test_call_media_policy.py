@@ -80,8 +80,8 @@ def test_a_broadcast_offer_is_488(tmp_path: Path) -> None:
 
 
 def test_a_loopback_offer_from_a_carrier_on_another_host_is_488(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.endpoint.config = SipConfig(trusted_sources=(ipaddress.ip_network("0.0.0.0/0"),))
+    h = Harness(tmp_path,
+                sip_config=SipConfig(trusted_sources=(ipaddress.ip_network("0.0.0.0/0"),)))
     remote_carrier = Peer("udp", "198.51.100.20", 5060)
     (final,) = finals(h.receive(invite(), remote_carrier))
     assert final.status == 488 and "loopback" in final.headers.get("Warning")

@@ -35,10 +35,9 @@ TRUSTED_PROXY = Peer("udp", "127.0.0.5", 5060)
 
 
 def harness(tmp_path: Path) -> Harness:
-    h = Harness(tmp_path, targets=(TARGET,))
-    h.endpoint.config = SipConfig(trusted_sources=(ipaddress.ip_network("127.0.0.1/32"),
-                                                   ipaddress.ip_network("127.0.0.5/32")))
-    return h
+    return Harness(tmp_path, targets=(TARGET,), sip_config=SipConfig(
+        trusted_sources=(ipaddress.ip_network("127.0.0.1/32"),
+                         ipaddress.ip_network("127.0.0.5/32"))))
 
 
 def answered(h: Harness, *, ack: bool = True) -> tuple[sip.Request, sip.Response]:
@@ -193,8 +192,8 @@ def test_refusals_show_in_the_metrics(tmp_path: Path) -> None:
     from tests.unit.test_metrics import View, scrape
 
     # The first target is this server (a loop), the second answers.
-    h = Harness(tmp_path, targets=("sip:+31900123456@127.0.0.1:5060", TARGET))
-    h.endpoint.config = SipConfig(trusted_sources=(ipaddress.ip_network("127.0.0.1/32"),))
+    h = Harness(tmp_path, targets=("sip:+31900123456@127.0.0.1:5060", TARGET),
+                sip_config=SipConfig(trusted_sources=(ipaddress.ip_network("127.0.0.1/32"),)))
     engine = MediaEngine("127.0.0.1", PortPool((40000, 40099)))
     try:
         metrics = Metrics()
@@ -216,8 +215,8 @@ def test_refusals_show_in_the_metrics(tmp_path: Path) -> None:
 
 def test_a_target_that_was_tried_before_cannot_end_the_next_ones_dialog(tmp_path: Path) -> None:
     first = Peer("udp", "127.0.0.3", 5080)
-    h = Harness(tmp_path, targets=("sip:+31201234567@127.0.0.3:5080", TARGET))
-    h.endpoint.config = SipConfig(trusted_sources=(ipaddress.ip_network("127.0.0.1/32"),))
+    h = Harness(tmp_path, targets=("sip:+31201234567@127.0.0.3:5080", TARGET),
+                sip_config=SipConfig(trusted_sources=(ipaddress.ip_network("127.0.0.1/32"),)))
     out = h.receive(invite(), CARRIER)
     busy = only(out, sip.Request, method="INVITE")
     out = h.receive(answer_from_target(busy, 486), first, at=0.5)
