@@ -388,8 +388,11 @@ class SipEndpoint:
                 headers = (*headers, ("Warning", warning(rejection.reason)))
             return self.respond(transaction, rejection.status, rejection.reason,
                                 headers=headers, now=now)
-        if method == "INVITE":
-            # (From an untrusted source it never got here: the screen refused it.)
+        if method == "INVITE" and request.to_tag is None:
+            # A new call. (From an untrusted source it never got here: the
+            # screen refused it.) A re-INVITE (To tag) belongs to a live call
+            # and goes on while draining or while the journal is unwritable:
+            # refusing a session refresh would cut the call a drain waits for.
             if self.refuse_new_calls:
                 self._count_refusal("draining")
                 return self.respond(transaction, 503, "Service Unavailable",
@@ -399,6 +402,7 @@ class SipEndpoint:
                 return self.respond(transaction, 503, "Service Unavailable", now=now, headers=(
                     ("Retry-After", str(UNAVAILABLE_RETRY_AFTER)),
                     ("Warning", warning(self.unavailable))))
+        if method == "INVITE":
             return [*self.respond(transaction, 100, "Trying", now=now), received]
         if method == "OPTIONS" and request.to_tag is None:
             if self.refuse_new_calls:

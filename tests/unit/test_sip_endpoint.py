@@ -147,6 +147,23 @@ def test_draining_refuses_new_invites_with_503_and_retry_after(endpoint: SipEndp
     assert response.status == 503 and response.headers.get("Retry-After")
 
 
+@pytest.mark.parametrize("state", ["draining", "journal unwritable"])
+def test_a_re_invite_is_passed_to_the_call_while_new_invites_are_refused(
+        endpoint: SipEndpoint, state: str) -> None:
+    """A session refresh during a drain must reach the call: a 503 would end
+    the very call the drain is waiting for."""
+    if state == "draining":
+        endpoint.refuse_new_calls = True
+    else:
+        endpoint.unavailable = "journal unwritable (disk-full)"
+    outputs = endpoint.receive(request(to_tag="ours"), CARRIER, 0.0)
+    assert statuses(outputs) == [100]
+    assert any(isinstance(o, RequestReceived) for o in outputs)
+    (refused,) = answers(endpoint.receive(request(via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK2"),
+                                          CARRIER, 0.0))
+    assert refused.status == 503
+
+
 def test_via_is_stamped_with_received_and_rport(endpoint: SipEndpoint) -> None:
     raw = request(via="SIP/2.0/UDP carrier.example:5080;rport;branch=z9hG4bK7")
     outputs = endpoint.receive(raw, Peer("udp", "127.0.0.1", 40000), 0.0)
