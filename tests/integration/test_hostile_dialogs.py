@@ -258,9 +258,10 @@ def test_a_strangers_cancel_bye_reinvite_and_update_leave_the_live_call_alone(
     assert cdr["disposition"] == "answered" and cdr["hangup_by"] == "caller", cdr
     assert 3.0 <= float(cdr["duration"]) <= 6.0, cdr
     log = server.log
-    for method in ("CANCEL", "BYE", "UPDATE"):
+    # The re-INVITE too: in a dialog, the untrusted screen passes it on and
+    # the call's own peer check refuses it.
+    for method in ("CANCEL", "BYE", "UPDATE", "INVITE"):
         assert f"{method} from udp:{STRANGER}:{stranger.port}, which is neither" in log, log
-    assert f"INVITE from untrusted source udp:{STRANGER}" in log, log  # the endpoint's rule
     media = re.search(r"media caller\.packets=(\d+) .* target\.packets=(\d+) ", log)
     assert media and int(media.group(1)) > 0 and int(media.group(2)) > 0, log  # audio flowed
 
