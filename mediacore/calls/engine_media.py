@@ -65,7 +65,10 @@ class EngineMedia:
         try:
             self.session: Session = engine.open_session()
         except PortsExhausted as error:
-            raise CallError(503, f"Service Unavailable: {error}") from None
+            # The operator reads the range and counts in the log; the caller
+            # (possibly a scanner) learns only that we are busy.
+            log.warning("call %s: %s", call_id, error)
+            raise CallError(503, "Service Unavailable") from None
         self.call_id = call_id
         self.engine = engine
         self.prompts = prompts
