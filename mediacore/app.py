@@ -95,6 +95,10 @@ class Server:
         if self.metrics is not None:
             await self.metrics.start()  # a clash names metrics.listen, before SIP opens
         await self.transports.listen(self.config.sip.listen)
+        # What a crash left in recordings/ is adopted or destroyed in the
+        # background (records/orphans.py): readiness does not wait for it; the
+        # markers it works from were taken in records.start(), before SIP opened.
+        self.records.start_recovery()
         self.b2bua = B2BUA(
             self.config,
             self.endpoint,
@@ -117,7 +121,7 @@ class Server:
 
     def _media_for(self, call_id: str) -> EngineMedia:
         media = EngineMedia(call_id, self.engine, self.prompts, self._prompt_done,
-                            self.recording_pump)
+                            self.recording_pump, self.records.open_recordings)
         self._call_of_session[media.session.id] = call_id
         return media
 
@@ -182,6 +186,10 @@ class Server:
             task = self._loop.create_task(self.voicemail.submit(message, voicemail.path))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
+            # Spooled (or not: then a restart destroys what is left, as voicemail
+            # is not kept): the recording's marker has done its job either way.
+            name = voicemail.path.name
+            task.add_done_callback(lambda _: self.records.open_recordings.discard(name))
 
     async def _watch_inactivity(self) -> None:
         timeout = self.config.rtp.inactivity_timeout
