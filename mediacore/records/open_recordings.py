@@ -217,10 +217,14 @@ class OpenRecordings:
     def discard(self, file: str) -> None:
         """Remove a recording's marker (its handle is durable, or nothing is left)."""
         try:
-            os.unlink(self.path(file))
+            path = self.path(file)
+        except ValueError:
+            return  # no marker can have that name
+        try:
+            os.unlink(path)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError) as error:
+        except OSError as error:
             # A marker left behind is looked at again at the next start and
             # found accounted for: harmless, so no more than a log line.
             log.warning("records: cannot remove the marker of recording %s: %s", file, error)
@@ -256,7 +260,7 @@ class OpenRecordings:
 def _marked(directory: Path) -> set[str]:
     try:
         names = os.listdir(directory)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # journal/ holds lock files too
         return set()
     return {name[:-len(SUFFIX)] for name in names
             if name.endswith(".wav" + SUFFIX) and not name.startswith(".")}
