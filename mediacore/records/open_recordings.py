@@ -46,6 +46,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ class RecordingStarted:
         except (KeyError, TypeError) as error:
             raise ValueError(f"a recording marker lacks or garbles {error}") from None
 
-    def crash_cdr(self, recorded: float, *, node: str, recording: str) -> Cdr:
+    def crash_cdr(self, recorded: Decimal | float, *, node: str, recording: str) -> Cdr:
         """The CDR of a call this marker outlived: cut by a crash after ``recorded`` s.
 
         The end is not known; the recording's length is (its file is the
@@ -166,7 +167,8 @@ class RecordingStarted:
         is ``crash`` so that billing and the owner can tell it from a call
         that ended as calls do.
         """
-        end = self.recording_start + timedelta(milliseconds=int(max(0.0, recorded) * 1000))
+        ms = max(0, int(Decimal(str(recorded)).scaleb(3)))  # exact: no float rounding
+        end = self.recording_start + timedelta(milliseconds=ms)
         return Cdr(
             call_id=self.call_id, sip_call_id=self.sip_call_id, number=self.number,
             owner=self.owner, caller=self.caller, target=self.target, start=self.start,

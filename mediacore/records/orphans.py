@@ -67,6 +67,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +338,7 @@ def _decide_marked(path: Path, file: str, started: RecordingStarted | None,
     known = facts.cdrs.get(started.call_id)
     call_id = started.call_id
 
-    def cdr(recorded: float, recording: str) -> Cdr | None:
+    def cdr(recorded: Decimal | float, recording: str) -> Cdr | None:
         return None if known is not None else started.crash_cdr(
             recorded, node=node, recording=recording)
 
@@ -360,7 +361,7 @@ def _decide_marked(path: Path, file: str, started: RecordingStarted | None,
         return Decision(file, "destroy", "not-recorded", call_id, marked=True,
                         repaired=mended.changed)
     wav = describe_wav(path)
-    made = cdr(float(wav.duration), recording_id)
+    made = cdr(wav.duration, recording_id)
     created = made.end if made is not None else parse_utc(str(known["end"]))  # type: ignore[index]
     handle = RecordingHandle.create(
         id=recording_id, call_id=call_id, number=started.number, owner=started.owner,
