@@ -13,6 +13,7 @@ nothing is added. A retention sweep past the retention destroys them all.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import urllib.request
@@ -176,3 +177,123 @@ def test_recordings_of_a_killed_server_are_adopted_once_and_swept_later(
     assert sorted(d.id for d in swept.report.deleted) == sorted(handles)
     assert swept.ok
     assert list(recordings.glob("*.wav")) == []
+
+
+def node_config(node: str, sip_port: int, rtp: tuple[int, int], target_port: int,
+                storage: Path, redis_url: str) -> str:
+    return f"""
+[sip]
+listen = ["udp:127.0.0.1:{sip_port}"]
+[rtp]
+port_range = [{rtp[0]}, {rtp[1]}]
+inactivity_timeout = 60
+[storage]
+dir = "{storage}"
+[records]
+node = "{node}"
+[redis]
+url = "{redis_url}"
+[[number]]
+number = "{SERVICE}"
+owner = "acme"
+targets = ["sip:+31201234567@127.0.0.1:{target_port}"]
+record = true
+ring_timeout = 10
+"""
+
+
+def test_a_restarted_node_leaves_a_live_siblings_recording_alone(
+    tmp_path: Path, sipp_binary: str, redis_url: str
+) -> None:
+    """Two processes on one storage dir (one per core): core1 is killed mid-call and
+    restarted while core2 records a call. core1 adopts its own recording and removes a
+    stray file nobody knows; core2's file, being written, is neither adopted nor
+    touched, and gets its own handle and an ordinary CDR when its call ends."""
+    storage = tmp_path / "var"
+    recordings = storage / "recordings"
+    ports = {"core1": free_sip_port(), "core2": free_sip_port()}
+    callees = {"core1": free_sip_port(), "core2": free_sip_port()}
+    texts = {node: node_config(node, ports[node], rtp, callees[node], storage, redis_url)
+             for node, rtp in (("core1", (41100, 41199)), ("core2", (41200, 41299)))}
+    for node in texts:
+        (tmp_path / node).mkdir()
+    sipp_dir = tmp_path / "sipp"
+    sipp_dir.mkdir()
+    (sipp_dir / "pcap").symlink_to(SAMPLE_DIR)
+
+    def caller(node: str, hold_ms: int) -> list[str]:
+        return ["-sf", str(SCENARIOS / "caller_pcap.xml"), "-s", SERVICE, "-i", "127.0.0.1",
+                "-p", str(free_sip_port()), "-m", "1", "-d", str(hold_ms),
+                f"127.0.0.1:{ports[node]}"]
+
+    def callee(node: str) -> list[str]:
+        return ["-sn", "uas", "-i", "127.0.0.1", "-p", str(callees[node]), "-m", "1",
+                "-rtp_echo"]
+
+    core1 = MediacoreServer(tmp_path / "core1", texts["core1"], ports["core1"],
+                            log_level="info")
+    core2 = MediacoreServer(tmp_path / "core2", texts["core2"], ports["core2"],
+                            log_level="info")
+    try:
+        for server in (core1, core2):
+            server.start()
+            server.wait_for_log("records: no recordings left by a crash")
+        with sipp_in_background(sipp_binary, callee("core2")), \
+             sipp_in_background(sipp_binary, caller("core2", 20000), cwd=sipp_dir) as b:
+            with sipp_in_background(sipp_binary, callee("core1")), \
+                 sipp_in_background(sipp_binary, caller("core1", 60000), cwd=sipp_dir):
+                for server in (core1, core2):
+                    server.wait_for_log("recording to", timeout=30)
+                wait(lambda: len(list(recordings.glob("*.wav"))) == 2 and all(
+                    p.stat().st_size > 44 + 2 * 32000 for p in recordings.glob("*.wav")),
+                     "audio in both recordings")
+                assert core1.process is not None
+                core1.process.send_signal(signal.SIGKILL)
+                core1.process.wait(10)
+            (mine,) = OpenRecordings(storage, "core1").files()
+            (theirs,) = OpenRecordings(storage, "core2").files()
+            # A file from a mediacore before markers, left by a crash 90 s ago.
+            stray = recordings / "0123456789abcdef.wav"
+            stray.write_bytes((recordings / mine).read_bytes())
+            os.utime(stray, (time.time() - 90, time.time() - 90))
+
+            core1 = MediacoreServer(tmp_path / "core1", texts["core1"], ports["core1"],
+                                    log_level="info")
+            core1.start()
+            core1.wait_for_log("records: recordings left by a crash:", timeout=30)
+            assert "1 adopted, 1 destroyed (1 unknown), 1 CDRs" in core1.log
+            assert not stray.exists()
+            # core2's call goes on: its file is still there, still growing, still marked,
+            # in no journal yet.
+            size = (recordings / theirs).stat().st_size
+            wait(lambda: (recordings / theirs).stat().st_size > size, "core2 recording on")
+            assert OpenRecordings(storage, "core2").files() == [theirs]
+            assert all(d.get("path", "").rsplit("/", 1)[-1] != theirs
+                       for node in ("core1", "core2")
+                       for _, d in journaled_of(storage, node))
+            assert b.wait(60) == 0  # core2's caller finishes its call normally
+            core2.wait_for_log(": ended answered", timeout=30)
+    finally:
+        assert core1.stop() == 0, core1.log
+        assert core2.stop() == 0, core2.log
+
+    ours = journaled_of(storage, "core1")
+    assert [t for t, _ in ours] == ["cdr", "recording"]
+    assert ours[0][1]["recording_error"] == "crash" and f"{ours[1][1]['id']}.wav" == mine
+    theirs_records = journaled_of(storage, "core2")
+    assert [t for t, _ in theirs_records] == ["cdr", "recording"]
+    cdr, handle = theirs_records[0][1], theirs_records[1][1]
+    assert cdr["recording_error"] == "" and cdr["hangup_by"] == "caller"
+    assert f"{handle['id']}.wav" == theirs and handle["node"] == "core2"
+    assert OpenRecordings(storage, "core2").files() == []
+    assert sorted(p.name for p in recordings.glob("*.wav")) == sorted([mine, theirs])
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stream = [fields["call_id"] for _, fields in client.xrange("mediacore:cdr")]
+    finally:
+        client.close()
+    assert sorted(stream) == sorted([ours[0][1]["call_id"], cdr["call_id"]])
+
+
+def journaled_of(storage: Path, node: str) -> list[tuple[str, dict[str, str]]]:
+    return [(e.type, e.data) for e in read_entries(journal_dir(storage, node))]
