@@ -204,17 +204,18 @@ class OpenRecordings:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
         try:
-            data = (started.to_json() + "\n").encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            try:
+                data = (started.to_json() + "\n").encode()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
         except BaseException:
-            os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        os.close(fd)
-        os.replace(tmp, target)
 
     def discard(self, file: str) -> None:
         """Remove a recording's marker (its handle is durable, or nothing is left)."""
