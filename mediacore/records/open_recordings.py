@@ -191,6 +191,17 @@ class OpenRecordings:
         self.node = node
         self._made = False
 
+    def ensure(self) -> bool:
+        """Make the directory (at start); False if it existed already.
+
+        Its presence tells other nodes that this node marks its recordings
+        (orphans.unmarked_scan_due).
+        """
+        existed = self.directory.is_dir()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._made = True
+        return not existed
+
     def path(self, file: str) -> Path:
         _check_file(file)
         return self.directory / (file + SUFFIX)

@@ -47,7 +47,9 @@ scans the unmarked files (``journal/orphan-scan.lock``); it remembers how
 far it got in ``journal/orphan-scan.json``, so the next scan looks only at
 files changed since (the first one after an upgrade looks at all of them,
 in batches of :data:`BATCH` files per pass over the journals, so memory
-stays bounded).
+stays bounded). And since this version never leaves an unmarked file
+unaccounted for, the scan runs only while a mediacore without markers may
+have left some (:func:`unmarked_scan_due`).
 
 Every step is idempotent, so a crash during recovery is recovered by the
 next start: records are journaled (and durable) first, files unlinked
@@ -71,6 +73,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from mediacore.config import node_problem
 from mediacore.fsync import fsync_dir
 from mediacore.records.carried import CARRIED, shared_lock
 from mediacore.records.cdr import Cdr
@@ -97,6 +100,7 @@ __all__ = [
     "examine_marked",
     "read_facts",
     "unlink_orphan",
+    "unmarked_scan_due",
 ]
 
 log = logging.getLogger("mediacore.records")
@@ -374,6 +378,45 @@ def _decide_marked(path: Path, file: str, started: RecordingStarted | None,
 # --- unmarked recordings -------------------------------------------------------------
 
 
+def unmarked_scan_due(storage_dir: Path, *, first_start: bool) -> str | None:
+    """Why files without a marker may be waiting in ``recordings/`` (a scan is due), or None.
+
+    This version never leaves an unmarked file it does not account for (the
+    marker comes before the file and goes after the handle), so only a
+    mediacore without markers makes them: one that ran before the upgrade,
+    or one that still runs beside us. So a scan is due when none was ever
+    finished, at a node's first start with markers (what it left before
+    the upgrade), and while any node without a marker directory has
+    journaled since the last scan (it is alive, on an older version). A
+    restart in the steady state reads no directory of recordings at all.
+    """
+    root = journal_root(Path(storage_dir))
+    try:
+        since = _read_state(root / SCAN_STATE)
+    except FileNotFoundError:
+        return "no scan finished yet"
+    if since is None:
+        return "the last scan's state is unreadable"
+    if first_start:
+        return "this node's first start with recording markers"
+    try:
+        nodes = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return None
+    for node in nodes:
+        directory = root / node
+        if node_problem(node) is not None or not directory.is_dir() or (
+                directory / DIRNAME).is_dir():
+            continue
+        for _, path in journal_files(directory):
+            try:
+                if path.stat().st_mtime >= since - SLACK:
+                    return f"node {node} journals without recording markers (older mediacore)"
+            except FileNotFoundError:
+                continue
+    return None
+
+
 class UnmarkedScan:
     """One scan of ``recordings/`` for files no marker and no journal names.
 
@@ -520,15 +563,24 @@ class UnmarkedScan:
                 self._lock_fd = -1
 
 
-def _read_since(path: Path) -> float:
+def _read_state(path: Path) -> float | None:
+    """The ``since`` of the last finished scan; None if unreadable; FileNotFoundError if none."""
     try:
         data = json.loads(path.read_text())
         return float(data["since"])
     except FileNotFoundError:
-        return 0.0
+        raise
     except (OSError, ValueError, KeyError, TypeError) as error:
         log.warning("records: %s is unreadable (%s): scanning every recording", path, error)
+        return None
+
+
+def _read_since(path: Path) -> float:
+    try:
+        since = _read_state(path)
+    except FileNotFoundError:
         return 0.0
+    return 0.0 if since is None else since
 
 
 # --- carrying it out ------------------------------------------------------------------

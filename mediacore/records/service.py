@@ -75,6 +75,7 @@ from mediacore.records.orphans import (
     UnmarkedScan,
     examine_marked,
     unlink_orphan,
+    unmarked_scan_due,
 )
 from mediacore.records.pruning import Pruner, PruneResult
 from mediacore.records.publisher import Backoff, Lag, Publisher
@@ -171,6 +172,7 @@ class RecordsService:
         #: Markers of the recordings in progress (the call layer adds them).
         self.open_recordings = OpenRecordings(self.storage_dir, self.node)
         self._left_marked: list[str] = []  # markers found at start: a crash's
+        self._first_marked_start = False  # no marker directory before this start
         self._recovery: asyncio.Task[OrphanReport] | None = None
         self.orphans = OrphanReport()
         self._clock = clock
@@ -452,6 +454,12 @@ class RecordsService:
         return report
 
     async def _recover_unmarked(self, report: OrphanReport, quiet: float | None) -> None:
+        due = await asyncio.to_thread(unmarked_scan_due, self.storage_dir,
+                                      first_start=self._first_marked_start)
+        if due is None:
+            return  # every node marks its recordings, and all was scanned before
+        log.info("records: looking for recordings no journal knows in %s (%s)",
+                 self.recordings_dir, due)
         options = {} if quiet is None else {"quiet": quiet}
         scan = UnmarkedScan(self.storage_dir, self.node, retention_of=self._retention_of,
                             clock=lambda: self._clock().timestamp(), **options)
@@ -608,6 +616,7 @@ class RecordsService:
         # We own the node now and no call of ours has started: every marker
         # there is a dead incarnation's recording, cut short.
         self._left_marked = self.open_recordings.files()
+        self._first_marked_start = self.open_recordings.ensure()
         try:
             self._journal = Journal(self.journal_dir,
                                     rotate_bytes=self.settings.rotate_mb << 20,

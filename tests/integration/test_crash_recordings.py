@@ -28,9 +28,10 @@ import uvloop
 
 from mediacore.config import load_config
 from mediacore.records import sweep_once
-from mediacore.records.journal import journal_dir, read_entries
+from mediacore.records.journal import Journal, journal_dir, read_entries
 from mediacore.records.open_recordings import OpenRecordings
 from mediacore.records.timefmt import parse_utc, utc_now
+from tests.integration.records_helpers import make_cdr
 from tests.support.ports import free_port
 from tests.support.server import MediacoreServer, free_sip_port
 from tests.support.sipp import SAMPLE_DIR, SCENARIOS, sipp_in_background
@@ -252,7 +253,10 @@ def test_a_restarted_node_leaves_a_live_siblings_recording_alone(
                 core1.process.wait(10)
             (mine,) = OpenRecordings(storage, "core1").files()
             (theirs,) = OpenRecordings(storage, "core2").files()
-            # A file from a mediacore before markers, left by a crash 90 s ago.
+            # A node still on a mediacore without markers (a rolling upgrade: it journals,
+            # it has no open-recordings/), and a file such a node left by a crash 90 s ago.
+            with Journal(journal_dir(storage, "core0")) as old_node:
+                old_node.append([("cdr", make_cdr("old-node", node="core0").to_fields())])
             stray = recordings / "0123456789abcdef.wav"
             stray.write_bytes((recordings / mine).read_bytes())
             os.utime(stray, (time.time() - 90, time.time() - 90))
@@ -261,6 +265,7 @@ def test_a_restarted_node_leaves_a_live_siblings_recording_alone(
                                     log_level="info")
             core1.start()
             core1.wait_for_log("records: recordings left by a crash:", timeout=30)
+            assert "node core0 journals without recording markers" in core1.log
             assert "1 adopted, 1 destroyed (1 unknown), 1 CDRs" in core1.log
             assert not stray.exists()
             # core2's call goes on: its file is still there, still growing, still marked,

@@ -33,6 +33,7 @@ from mediacore.records.orphans import (
     examine_marked,
     read_facts,
     unlink_orphan,
+    unmarked_scan_due,
 )
 from mediacore.records.recordings import RecordingDeleted, RecordingHandle, describe_wav
 from mediacore.sip import message as sip
@@ -444,3 +445,29 @@ def test_an_unmarked_file_is_looked_at_again_just_before_it_goes(tmp_path: Path)
     assert unlink_orphan(tmp_path, decision, clock=clock) == "deleted"
     assert not path.exists()
     assert unlink_orphan(tmp_path, decision, clock=clock) == "missing"
+
+
+def test_a_scan_is_due_only_while_a_mediacore_without_markers_may_have_left_files(
+        tmp_path: Path) -> None:
+    now = T0.timestamp()
+    assert unmarked_scan_due(tmp_path, first_start=False) == "no scan finished yet"
+    scan_all(UnmarkedScan(tmp_path, NODE, retention_of=lambda n: 30, clock=Clock(now)))
+    OpenRecordings(tmp_path, NODE).ensure()
+    assert unmarked_scan_due(tmp_path, first_start=False) is None  # the steady state
+    assert unmarked_scan_due(tmp_path, first_start=True) == (
+        "this node's first start with recording markers")
+    # A node on an older mediacore: a journal, no marker directory.
+    with journal(tmp_path, "core0") as j:
+        j.append([("cdr", make_cdr("o", node="core0").to_fields())])
+    os.utime(next(journal_dir(tmp_path, "core0").glob("journal-*")), (now, now))
+    assert unmarked_scan_due(tmp_path, first_start=False) == (
+        "node core0 journals without recording markers (older mediacore)")
+    # ... that has not journaled since long before the last scan: not running.
+    old = now - 86400
+    os.utime(next(journal_dir(tmp_path, "core0").glob("journal-*")), (old, old))
+    assert unmarked_scan_due(tmp_path, first_start=False) is None
+    assert OpenRecordings(tmp_path, "core2").ensure() is True
+    assert OpenRecordings(tmp_path, "core2").ensure() is False
+    (tmp_path / "journal" / SCAN_STATE).write_text("{")
+    assert unmarked_scan_due(tmp_path, first_start=False) == (
+        "the last scan's state is unreadable")
