@@ -67,6 +67,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -240,8 +241,8 @@ def _files_from(paths: Iterable[tuple[int, Path]], since: float | None) -> list[
     return [p for _, p in files[first:]]
 
 
-def read_facts(directory: Path, *, call_ids: set[str] = frozenset(),  # type: ignore[assignment]
-               files: set[str] = frozenset(),  # type: ignore[assignment]
+def read_facts(directory: Path, *, call_ids: AbstractSet[str] = frozenset(),
+               files: AbstractSet[str] = frozenset(),
                since: float | None = None) -> JournalFacts:
     """Read one node's journal (and its carried handles) for these calls and files.
 
@@ -270,7 +271,8 @@ def read_facts(directory: Path, *, call_ids: set[str] = frozenset(),  # type: ig
     return facts
 
 
-def _read_line(line: bytes, facts: JournalFacts, call_ids: set[str], files: set[str]) -> None:
+def _read_line(line: bytes, facts: JournalFacts, call_ids: AbstractSet[str],
+               files: AbstractSet[str]) -> None:
     if line.startswith(_CDR):
         call_id = _value(line, b"call_id")
         recording = _value(line, b"recording")

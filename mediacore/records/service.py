@@ -489,8 +489,7 @@ class RecordsService:
         futures: list[asyncio.Future[Position]] = []
         for decision in decisions:
             if decision.action == "fail":
-                report.failed += 1
-                continue
+                continue  # counted below, with the rest
             if decision.cdr is not None:
                 futures.append(self.record_cdr(decision.cdr))
             if decision.handle is not None:
@@ -499,7 +498,7 @@ class RecordsService:
             # wait, not gather: a cancelled recovery must not cancel the records.
             done, _ = await asyncio.wait(futures)
             if any(f.exception() is not None for f in done):
-                report.failed += sum(d.action != "fail" for d in decisions)
+                report.failed += len(decisions)
                 log.error("records: recovered records could not be journaled yet; the "
                           "recordings are looked at again at the next start")
                 return
@@ -544,8 +543,9 @@ class RecordsService:
                       decision.handle.expires.date(),
                       ", CDR marked crash" if decision.cdr is not None else "")
         elif decision.action == "destroy" and outcome in ("deleted", "missing"):
-            report.destroyed += outcome == "deleted"
-            report.destroyed_by_reason[decision.reason] += outcome == "deleted"
+            if outcome == "deleted":  # "missing": someone else removed it meanwhile
+                report.destroyed += 1
+                report.destroyed_by_reason[decision.reason] += 1
             log.debug("call %s: recording %s left by a crash destroyed (%s)", call,
                       decision.file, decision.reason)
         elif outcome == "kept":

@@ -12,6 +12,7 @@ adopted recordings.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import time
@@ -166,3 +167,30 @@ def test_a_recovery_cut_short_is_finished_by_the_next_start(tmp_path: Path) -> N
     assert types == ["cdr", "recording"]
     assert mine.files() == []
     assert json.loads(saved)["call_id"] == "abcabcabcabcabc1"
+
+
+def test_a_recording_that_cannot_be_examined_waits_for_the_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = tmp_path / "var"
+    mine = OpenRecordings(storage, NODE)
+    mine.add(marker("dddddddddddddddd"))
+    blocked = storage / "recordings" / "dddddddddddddddd.wav"
+    blocked.mkdir(parents=True)  # something in its place that cannot be read as a file
+    config = make_config(storage, sweep_interval=3600)
+
+    async def recover() -> tuple[int, int, int]:
+        service = RecordsService(config)
+        await service.start()
+        report = await service.start_recovery()
+        await service.close()
+        return report.adopted, report.calls, report.failed
+
+    with caplog.at_level(logging.ERROR, "mediacore.records"):
+        assert uvloop.run(recover()) == (0, 0, 1)
+    assert "cannot examine it" in caplog.text and "tried again at the next start" in caplog.text
+    assert journaled(storage) == [] and mine.files() == ["dddddddddddddddd.wav"]
+    blocked.rmdir()
+    torn_wav(blocked, 1.5)
+    assert uvloop.run(recover()) == (1, 1, 0)
+    assert [t for t, _ in journaled(storage)] == ["cdr", "recording"]
