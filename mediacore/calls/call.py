@@ -498,23 +498,32 @@ class Call:
             self._log("recording a voicemail for %s", self.number.owner)
         return []
 
-    def _recording_started(self, path: Path, channels: int, now: float) -> RecordingStarted:
+    def _recording_started(self, path: Path, channels: int, now: float
+                           ) -> RecordingStarted | None:
         """What a restart needs to account for this recording should we die mid-call.
 
         The CDR's fields as far as they are known now (records/open_recordings.py);
         the media plane writes it before the file (docs/contracts.md, storage layout).
+        A recording never ends a call: should the marker be impossible (a bug),
+        the call is recorded without one, and a crash would leave the file unmarked.
         """
         def wall(moment: float) -> datetime:
             return self.wall_start + timedelta(seconds=moment - self.started)
 
-        return RecordingStarted(
-            file=path.name, kind="voicemail" if self.state is CallState.VOICEMAIL else "call",
-            call_id=self.id, sip_call_id=self.invite.call_id, number=self.number.number,
-            owner=self.number.owner, caller=self.caller.record_value,
-            target=self.delivered_to, retention_days=self.number.retention_days,
-            start=self.wall_start,
-            answer=wall(now if self.answered_at is None else self.answered_at),
-            recording_start=wall(now), channels=channels, node=self.node)
+        answered = now if self.answered_at is None else self.answered_at
+        try:
+            return RecordingStarted(
+                file=path.name,
+                kind="voicemail" if self.state is CallState.VOICEMAIL else "call",
+                call_id=self.id, sip_call_id=self.invite.call_id,
+                number=self.number.number, owner=self.number.owner,
+                caller=self.caller.record_value, target=self.delivered_to,
+                retention_days=self.number.retention_days, start=self.wall_start,
+                answer=wall(answered), recording_start=wall(now), channels=channels,
+                node=self.node)
+        except ValueError as error:
+            log.error("call %s: recording %s gets no marker: %s", self.id, path.name, error)
+            return None
 
     def dtmf(self, digit: str, now: float) -> list[Output]:
         """A key pressed by the caller: '#' ends a voicemail message."""
