@@ -112,6 +112,10 @@ class Server:
                      "limit %s)", self.transports.tcp_max_connections,
                      self.transports.tcp_connections_per_source,
                      open_file_limit() or "unlimited")
+        # What a crash left in recordings/ is adopted or destroyed in the
+        # background (records/orphans.py): readiness does not wait for it; the
+        # markers it works from were taken in records.start(), before SIP opened.
+        self.records.start_recovery()
         self.b2bua = B2BUA(
             self.config,
             self.endpoint,
@@ -135,7 +139,7 @@ class Server:
 
     def _media_for(self, call_id: str) -> EngineMedia:
         media = EngineMedia(call_id, self.engine, self.prompts, self._prompt_done,
-                            self.recording_pump,
+                            self.recording_pump, open_recordings=self.records.open_recordings,
                             latching=functools.partial(self._latching_for, call_id))
         self._call_of_session[media.session.id] = call_id
         return media
@@ -207,6 +211,10 @@ class Server:
             task = self._loop.create_task(self.voicemail.submit(message, voicemail.path))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
+            # Spooled (or not: then a restart destroys what is left, as voicemail
+            # is not kept): the recording's marker has done its job either way.
+            name = voicemail.path.name
+            task.add_done_callback(lambda _: self.records.open_recordings.discard(name))
 
     async def _watch_inactivity(self) -> None:
         timeout = self.config.rtp.inactivity_timeout

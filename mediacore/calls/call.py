@@ -31,6 +31,7 @@ from mediacore.calls.media import CallMedia, RecordingFailed, RecordingResult, S
 from mediacore.calls.privacy import CallerIdentity, diversion_header, outbound_identity
 from mediacore.config import NumberConfig
 from mediacore.records.cdr import Cdr
+from mediacore.records.open_recordings import RecordingStarted
 from mediacore.sip import loops, sdp
 from mediacore.sip import message as sip
 from mediacore.sip.dialog import Dialog, DialogError, new_branch, new_call_id, new_tag
@@ -462,7 +463,8 @@ class Call:
             self._session_refreshed(side, now)
         if self.number.record:
             path = self.recordings_dir / f"{self.id}.wav"
-            self.media.start_recording(path, channels=2)
+            self.media.start_recording(path, channels=2,
+                                       started=self._recording_started(path, 2, now))
             self._log("recording to %s", path)
         return outputs
 
@@ -556,10 +558,38 @@ class Call:
         if not self.voicemail_recording:
             self.voicemail_recording = True
             path = self.recordings_dir / f"{self.id}-voicemail.wav"
-            self.media.start_recording(path, channels=1)
+            self.media.start_recording(path, channels=1,
+                                       started=self._recording_started(path, 1, now))
             self.deadlines["voicemail_max"] = now + self.number.voicemail_max_duration
             self._log("recording a voicemail for %s", self.number.owner)
         return []
+
+    def _recording_started(self, path: Path, channels: int, now: float
+                           ) -> RecordingStarted | None:
+        """What a restart needs to account for this recording should we die mid-call.
+
+        The CDR's fields as far as they are known now (records/open_recordings.py);
+        the media plane writes it before the file (docs/contracts.md, storage layout).
+        A recording never ends a call: should the marker be impossible (a bug),
+        the call is recorded without one, and a crash would leave the file unmarked.
+        """
+        def wall(moment: float) -> datetime:
+            return self.wall_start + timedelta(seconds=moment - self.started)
+
+        answered = now if self.answered_at is None else self.answered_at
+        try:
+            return RecordingStarted(
+                file=path.name,
+                kind="voicemail" if self.state is CallState.VOICEMAIL else "call",
+                call_id=self.id, sip_call_id=self.invite.call_id,
+                number=self.number.number, owner=self.number.owner,
+                caller=self.caller.record_value, target=self.delivered_to,
+                retention_days=self.number.retention_days, start=self.wall_start,
+                answer=wall(answered), recording_start=wall(now), channels=channels,
+                node=self.node)
+        except ValueError as error:
+            log.error("call %s: recording %s gets no marker: %s", self.id, path.name, error)
+            return None
 
     def dtmf(self, digit: str, now: float) -> list[Output]:
         """A key pressed by the caller: '#' ends a voicemail message."""

@@ -36,6 +36,7 @@ from mediacore.calls.latching import LegLatching
 from mediacore.calls.media import RecordingFailed, RecordingResult, Side
 from mediacore.calls.recording_pump import RecordingPump
 from mediacore.randomness import random_bits
+from mediacore.records.open_recordings import OpenRecordings, RecordingStarted
 from mediacore.rtp.engine import Latching, Leg, MediaEngine, Session
 from mediacore.rtp.player import Codec, PromptLibrary, PromptPlayer, play
 from mediacore.rtp.ports import PortsExhausted
@@ -61,6 +62,7 @@ class EngineMedia:
         on_prompt_done: Callable[[str], None],
         pump: RecordingPump,
         latching: LatchingFor | None = None,
+        open_recordings: OpenRecordings | None = None,
     ) -> None:
         try:
             self.session: Session = engine.open_session()
@@ -75,6 +77,9 @@ class EngineMedia:
         self.on_prompt_done = on_prompt_done
         self.pump = pump
         self._latching: LatchingFor = latching or (lambda side: LegLatching())
+        #: Where each recording's marker goes before its file (a crash's trace).
+        self.open_recordings = open_recordings
+        self._marked = ""  # the file whose marker we wrote
         self._codecs: dict[Side, tuple[int, str, int | None]] = {}
         self._player: asyncio.Task[None] | None = None
         self._recorder: CallRecorder | None = None
@@ -149,20 +154,27 @@ class EngineMedia:
 
     # --- recording ------------------------------------------------------------------
 
-    def start_recording(self, path: Path, *, channels: int) -> None:
+    def start_recording(self, path: Path, *, channels: int,
+                        started: RecordingStarted | None = None) -> None:
         self._recording_error = ""
         no_room = self.pump.room()
         try:
             if no_room is not None:
                 raise no_room
             path.parent.mkdir(parents=True, exist_ok=True)
+            if started is not None and self.open_recordings is not None:
+                # The marker first: a file that exists always says whose it is.
+                self.open_recordings.add(started)
+                self._marked = started.file
             recorder = CallRecorder(path, codec_by_pt=self._codec_by_pt(),
                                     started_ns=time.monotonic_ns(), channels=channels)
         except RecordingError as error:
             self._recording_error = self.pump.report_failure(self.call_id, error.cause)
+            self._unmark()
             return
         except OSError as error:
             self._recording_error = self.pump.report_failure(self.call_id, error)
+            self._unmark()
             return
         self._recorder = recorder
         self.session.set_recording(True)
@@ -191,6 +203,7 @@ class EngineMedia:
         except RecordingError as error:
             if not failed_before:
                 self.pump.report_failure(self.call_id, error.cause)
+            self._unmark()  # the file is gone: nothing for a restart to find
             return RecordingFailed(error.reason)
         if info.error and not failed_before:
             self.pump.report_failure(self.call_id, recorder.failure or OSError(info.error))
@@ -199,6 +212,12 @@ class EngineMedia:
                 f"{key}={value}" for key, value in dataclasses.asdict(info.stats).items()))
         return RecordingResult(Path(info.path), info.duration, info.bytes, info.sha256,
                                info.sample_rate, info.channels, error=info.error)
+
+    def _unmark(self) -> None:
+        """No file is left: its marker goes (otherwise the handle's journaling removes it)."""
+        if self._marked and self.open_recordings is not None:
+            self.open_recordings.discard(self._marked)
+        self._marked = ""
 
     # --- the end ---------------------------------------------------------------------
 

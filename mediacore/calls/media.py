@@ -15,6 +15,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
 
+from mediacore.records.open_recordings import RecordingStarted
+
 
 class Side(IntEnum):
     """The caller's leg (A, inbound) and the target's leg (B, outbound)."""
@@ -74,8 +76,13 @@ class CallMedia(Protocol):
     def stop_playing(self) -> None:
         ...
 
-    def start_recording(self, path: Path, *, channels: int) -> None:
+    def start_recording(self, path: Path, *, channels: int,
+                        started: RecordingStarted | None = None) -> None:
         """Record (stereo: caller, callee; mono: the caller only) into ``path``.
+
+        ``started`` is the recording's marker (records/open_recordings.py),
+        written before the file so that a restart after a crash knows whose
+        the file is; it stays until the handle is journaled.
 
         Never raises for the disk: a recording that cannot start or fails
         later leaves the call going on unrecorded, and :meth:`stop_recording`

@@ -34,8 +34,13 @@ P-Asserted-Identity is the network's word: it is used first (a tel: value
 before a sip: one), then a Remote-Party-ID, then the From. The number is
 normalised with :func:`mediacore.calls.routing.uri_number`, so the target,
 the CDR and the voicemail all see ``+31201234567`` however it arrived. An
-identity that is not a phone number (``sip:alice@example.com``) gives no
-number: what the target is shown is a number or nothing.
+identity that is not a phone number (``sip:carrier@192.0.2.1``) gives no
+number: what the target is shown is a number or nothing. The CDR, though,
+records the identity that was presented (docs/contracts.md, ``caller``):
+the first of those sources, in the same order, as ``scheme:user@host``
+(:attr:`CallerIdentity.presented`: no port, parameters or password, as
+written, at most :data:`MAX_PRESENTED` characters), so that billing sees who
+called rather than an empty field. A withheld identity keeps none of it.
 
 What the target sees
 --------------------
@@ -78,6 +83,7 @@ from mediacore.sip.uri import NameAddr, SipURI, TelURI, parse_uri, unescape
 
 __all__ = [
     "ANONYMOUS_FROM",
+    "MAX_PRESENTED",
     "UNAVAILABLE_FROM",
     "WITHHOLDING_PRIV_VALUES",
     "CallerIdentity",
@@ -106,37 +112,53 @@ UNAVAILABLE_FROM = '"Unavailable" <sip:unavailable@unknown.invalid>'
 #: What replaces a withheld number in text.
 REDACTED = "anonymous"
 
+#: The longest presented identity a CDR records (a URI's user part may be long).
+MAX_PRESENTED = 128
+
 
 @dataclass(frozen=True)
 class CallerIdentity:
     """Who called, as far as we may know it.
 
     ``number`` is the normalised number when shown; None when withheld or
-    when the caller has none. ``display_name`` likewise. A withheld identity
-    carries neither, so nothing that copies one (a CDR, a log line, asdict)
-    can leak them. It does keep, outside its fields, the patterns
-    :func:`redact` needs; they are not in its repr, equality or pickle.
+    when the caller has none. ``display_name`` likewise. ``presented`` is
+    the identity the caller presented when it is no number
+    (``sip:carrier@192.0.2.1``), for the CDR; None otherwise. A withheld
+    identity carries none of them, so nothing that copies one (a CDR, a log
+    line, asdict) can leak them. It does keep, outside its fields, the
+    patterns :func:`redact` needs; they are not in its repr, equality or
+    pickle.
     """
 
     number: str | None
     withheld: bool
     display_name: str | None = None
+    presented: str | None = None
 
     def __post_init__(self) -> None:
-        if self.withheld and (self.number is not None or self.display_name is not None):
-            raise ValueError("a withheld identity carries no number and no name")
+        if self.withheld and (self.number is not None or self.display_name is not None
+                              or self.presented is not None):
+            raise ValueError("a withheld identity carries no number, no name and no URI")
+        if self.number is not None and self.presented is not None:
+            raise ValueError("an identity with a number records the number")
         object.__setattr__(self, "_redaction", None)
 
     @property
     def record_value(self) -> str:
-        """What a CDR's ``caller`` field holds: the number, ``anonymous``, or empty."""
+        """What a CDR's ``caller`` field holds (docs/contracts.md).
+
+        ``anonymous`` when withheld, else the number, else the identity that
+        was presented (``sip:carrier@192.0.2.1``); empty only when nothing
+        readable was presented at all.
+        """
         if self.withheld:
             return REDACTED
-        return self.number or ""
+        return self.number or self.presented or ""
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickling or copying keeps the fields and drops the redaction patterns.
-        return (CallerIdentity, (self.number, self.withheld, self.display_name))
+        return (CallerIdentity, (self.number, self.withheld, self.display_name,
+                                 self.presented))
 
 
 def _withheld(numbers: Iterable[str], plan: NumberingPlan) -> CallerIdentity:
@@ -230,6 +252,29 @@ def _raw_digits(address: NameAddr) -> str | None:
     return digits if len(digits) >= 5 else None
 
 
+def _presented(address: NameAddr) -> str | None:
+    """The identity ``address`` presents, for the CDR: ``scheme:user@host``, nothing else.
+
+    The port, parameters, headers and any password are not identity (and a
+    password must not be stored); the user part is kept as written, escapes
+    and all, so the text is always printable ASCII. None when the URI does
+    not parse.
+    """
+    try:
+        uri = address.uri
+    except ParseError:
+        return None
+    if isinstance(uri, SipURI):
+        host = f"[{uri.host}]" if ":" in uri.host else uri.host.lower()
+        text = f"{uri.scheme}:{uri.user}@{host}" if uri.user else f"{uri.scheme}:{host}"
+    elif isinstance(uri, TelURI):
+        text = f"tel:{uri.number}"
+    else:
+        text = f"{uri.scheme}:{uri.rest}"
+    text = text[:MAX_PRESENTED]
+    return text if text.isascii() and text.isprintable() else None
+
+
 def identify_caller(request: Request, plan: NumberingPlan = DEFAULT_PLAN) -> CallerIdentity:
     """The caller's identity from an inbound INVITE; see the module docstring."""
     try:
@@ -257,6 +302,11 @@ def identify_caller(request: Request, plan: NumberingPlan = DEFAULT_PLAN) -> Cal
         if number is not None:
             display = address.display_name or (from_.display_name if from_ else None)
             return CallerIdentity(number, False, display or None)
+    # No number anywhere: the CDR records who presented themselves, in the same order.
+    for address in sources:
+        presented = _presented(address)
+        if presented is not None:
+            return CallerIdentity(None, False, None, presented)
     return CallerIdentity(None, False, None)
 
 

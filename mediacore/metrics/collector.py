@@ -399,6 +399,16 @@ class ServerCollector(Collector):
         yield CounterMetricFamily("mediacore_redis_reconnects",
                                   "Times publication to Redis succeeded again after failing",
                                   value=stats.redis_reconnects)
+        orphans = CounterMetricFamily("mediacore_orphan_recordings",
+                                      "Recordings left by a crash and found at start: given "
+                                      "a handle (adopted) or removed (destroyed)",
+                                      labels=["outcome"])
+        orphans.add_metric(["adopted"], stats.orphans_adopted)
+        orphans.add_metric(["destroyed"], stats.orphans_destroyed)
+        yield orphans
+        yield CounterMetricFamily("mediacore_crashed_calls_recorded",
+                                  "CDRs made at start for calls a crash cut short "
+                                  "(recording_error crash)", value=stats.crashed_calls)
 
     # --- voicemail -------------------------------------------------------------------
 

@@ -32,6 +32,14 @@ two cursors over one journal would be a mess, so a second server with the
 same node is refused before any socket opens. A flat journal from before
 per-node journals is moved into the node's dir at start, once.
 ``mediacore retention sweep`` and ``cdr list`` may run beside it.
+
+A crash leaves recordings no journal knows (records/orphans.py): each
+recording in progress has a marker in ``journal/<node>/open-recordings/``
+(open_recordings.py: written by the call layer before the file, removed
+here once the handle is durable), those found at :meth:`RecordsService.start`
+are a dead incarnation's, and :meth:`RecordsService.start_recovery` (the app
+calls it once SIP listens) adopts or destroys them, and the unmarked files
+no journal names, in the background.
 """
 
 from __future__ import annotations
@@ -59,6 +67,15 @@ from mediacore.records.layout import (
     claim_node,
     journal_dirs,
     retention_dir,
+)
+from mediacore.records.open_recordings import OpenRecordings
+from mediacore.records.orphans import (
+    Decision,
+    OrphanReport,
+    UnmarkedScan,
+    examine_marked,
+    unlink_orphan,
+    unmarked_scan_due,
 )
 from mediacore.records.pruning import Pruner, PruneResult
 from mediacore.records.publisher import Backoff, Lag, Publisher
@@ -125,6 +142,11 @@ class RecordsStats:
     redis_reconnects: int = 0
     journal_files_pruned: int = 0
     journal_bytes_pruned: int = 0
+    #: Recordings left by a crash (records/orphans.py): given a handle, removed,
+    #: and the CDRs made for their calls.
+    orphans_adopted: int = 0
+    orphans_destroyed: int = 0
+    crashed_calls: int = 0
 
 
 class RecordsService:
@@ -147,6 +169,12 @@ class RecordsService:
         self.storage_dir = Path(config.storage.dir)
         self.journal_dir = journal_dir(self.storage_dir, self.node)
         self.recordings_dir = self.storage_dir / "recordings"
+        #: Markers of the recordings in progress (the call layer adds them).
+        self.open_recordings = OpenRecordings(self.storage_dir, self.node)
+        self._left_marked: list[str] = []  # markers found at start: a crash's
+        self._first_marked_start = False  # no marker directory before this start
+        self._recovery: asyncio.Task[OrphanReport] | None = None
+        self.orphans = OrphanReport()
         self._clock = clock
         self._publish_batch = publish_batch
         self._lag_log_interval = lag_log_interval
@@ -231,6 +259,10 @@ class RecordsService:
         self._state = "closed"
 
     async def _shutdown(self) -> None:
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()  # every step is idempotent: the next start goes on
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._recovery
         if self._sweep_task is not None:
             self._sweep_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -273,7 +305,17 @@ class RecordsService:
         if handle.kind != "call":
             raise ValueError("record_recording takes call recordings; voicemail goes to "
                              "record_voicemail_delivery")
-        return self._submit("recording", handle.to_fields(), handle)
+        future = self._submit("recording", handle.to_fields(), handle)
+        # The marker has done its job once the handle is durable: from then on
+        # the journal accounts for the file (a crash before this keeps the
+        # marker, and recovery finds the handle and only removes it).
+        name = os.path.basename(handle.path)
+        future.add_done_callback(lambda done: self._handle_durable(done, name))
+        return future
+
+    def _handle_durable(self, future: asyncio.Future[Position], name: str) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.open_recordings.discard(name)
 
     def record_voicemail_delivery(
         self, delivery: RecordingHandle | VoicemailDelivered
@@ -349,6 +391,9 @@ class RecordsService:
             redis_reconnects=publisher.reconnects if publisher else 0,
             journal_files_pruned=self._pruner.files_removed if self._pruner else 0,
             journal_bytes_pruned=self._pruner.bytes_removed if self._pruner else 0,
+            orphans_adopted=self.orphans.adopted,
+            orphans_destroyed=self.orphans.destroyed,
+            crashed_calls=self.orphans.calls,
         )
 
     async def sweep(self) -> SweepReport:
@@ -372,6 +417,139 @@ class RecordsService:
         if self._publisher is None:
             return True
         return await self._publisher.wait_idle(timeout)
+
+    # --- recordings left by a crash -------------------------------------------------
+
+    def start_recovery(self, *, quiet: float | None = None) -> asyncio.Task[OrphanReport]:
+        """Account for the recordings a crash left, in the background (orphans.py).
+
+        Called once the server takes calls: readiness never waits for it,
+        and what it journals goes through the writer like any record.
+        ``quiet`` overrides how long an unmarked file must have been left
+        untouched (tests).
+        """
+        if self._state != "running":
+            raise RecordsError("the records service is not running")
+        if self._recovery is None:
+            self._recovery = asyncio.create_task(self.recover(quiet=quiet),
+                                                 name="records-recovery")
+        return self._recovery
+
+    async def recover(self, *, quiet: float | None = None) -> OrphanReport:
+        """Adopt or destroy this node's marked recordings, then the unmarked ones."""
+        report = OrphanReport()
+        try:
+            if self._left_marked:
+                decisions = await asyncio.to_thread(examine_marked, self.storage_dir,
+                                                    self.node, self._left_marked)
+                await self._carry_out(decisions, report)
+            await self._recover_unmarked(report, quiet)
+        finally:
+            self.orphans.add(report)
+            if report.adopted or report.destroyed or report.calls or report.failed:
+                log.warning("records: recordings left by a crash: %s", report.describe())
+            else:
+                log.info("records: no recordings left by a crash (%d marked, %d left alone)",
+                         len(self._left_marked), report.kept)
+        return report
+
+    async def _recover_unmarked(self, report: OrphanReport, quiet: float | None) -> None:
+        due = await asyncio.to_thread(unmarked_scan_due, self.storage_dir,
+                                      first_start=self._first_marked_start)
+        if due is None:
+            return  # every node marks its recordings, and all was scanned before
+        log.info("records: looking for recordings no journal knows in %s (%s)",
+                 self.recordings_dir, due)
+        options = {} if quiet is None else {"quiet": quiet}
+        scan = UnmarkedScan(self.storage_dir, self.node, retention_of=self._retention_of,
+                            clock=lambda: self._clock().timestamp(), **options)
+        if not await asyncio.to_thread(scan.begin):
+            log.info("records: another process is scanning %s for recordings no journal "
+                     "knows; leaving it to that one", self.recordings_dir)
+            return
+        finished = False
+        try:
+            while (batch := await asyncio.to_thread(scan.next_batch)) is not None:
+                await self._carry_out(batch, report, quiet=scan.quiet)
+            finished = True
+        finally:
+            report.kept += scan.kept
+            if finished:
+                await asyncio.to_thread(scan.finish)
+            else:
+                await asyncio.shield(asyncio.to_thread(scan.abandon))
+
+    def _retention_of(self, number: str) -> int:
+        found = self.config.number(number)
+        return found.retention_days if found is not None else DEFAULT_RETENTION_DAYS
+
+    async def _carry_out(self, decisions: list[Decision], report: OrphanReport, *,
+                         quiet: float | None = None) -> None:
+        """Journal what the decisions say (durably), then unlink, then drop markers."""
+        futures: list[asyncio.Future[Position]] = []
+        for decision in decisions:
+            if decision.action == "fail":
+                continue  # counted below, with the rest
+            if decision.cdr is not None:
+                futures.append(self.record_cdr(decision.cdr))
+            if decision.handle is not None:
+                futures.append(self.record_recording(decision.handle))  # its marker goes
+        if futures:
+            # wait, not gather: a cancelled recovery must not cancel the records.
+            done, _ = await asyncio.wait(futures)
+            if any(f.exception() is not None for f in done):
+                report.failed += len(decisions)
+                log.error("records: recovered records could not be journaled yet; the "
+                          "recordings are looked at again at the next start")
+                return
+        options = {} if quiet is None else {"quiet": quiet}
+        outcomes = await asyncio.to_thread(self._finish_decisions, decisions, options)
+        for decision, outcome in zip(decisions, outcomes, strict=True):
+            self._count(decision, outcome, report)
+
+    def _finish_decisions(self, decisions: list[Decision],
+                          options: dict[str, float]) -> list[str]:
+        clock = lambda: self._clock().timestamp()  # noqa: E731
+        outcomes = []
+        for decision in decisions:
+            outcome = decision.action
+            if decision.action == "destroy":
+                try:
+                    outcome = unlink_orphan(self.storage_dir, decision, clock=clock, **options)
+                except OSError as error:
+                    log.error("records: recording %s: cannot remove it (%s); tried again "
+                              "at the next start", decision.file, error)
+                    outcomes.append("fail")
+                    continue
+            if decision.marked and decision.action != "fail":
+                self.open_recordings.discard(decision.file)
+            outcomes.append(outcome)
+        return outcomes
+
+    @staticmethod
+    def _count(decision: Decision, outcome: str, report: OrphanReport) -> None:
+        if outcome == "fail" or decision.action == "fail":
+            report.failed += 1
+            return
+        if decision.cdr is not None:
+            report.calls += 1
+        report.repaired += decision.repaired
+        call = decision.call_id or "-"
+        if decision.action == "adopt":
+            report.adopted += 1
+            assert decision.handle is not None
+            log.debug("call %s: recording %s left by a crash adopted (%s s, retention until "
+                      "%s%s)", call, decision.file, decision.handle.duration,
+                      decision.handle.expires.date(),
+                      ", CDR marked crash" if decision.cdr is not None else "")
+        elif decision.action == "destroy" and outcome in ("deleted", "missing"):
+            if outcome == "deleted":  # "missing": someone else removed it meanwhile
+                report.destroyed += 1
+                report.destroyed_by_reason[decision.reason] += 1
+            log.debug("call %s: recording %s left by a crash destroyed (%s)", call,
+                      decision.file, decision.reason)
+        elif outcome == "kept":
+            report.kept += 1
 
     # --- inside --------------------------------------------------------------------
 
@@ -435,6 +613,10 @@ class RecordsService:
     def _open_storage(self) -> None:
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
         self._claim = claim_node(self.storage_dir, self.node)
+        # We own the node now and no call of ours has started: every marker
+        # there is a dead incarnation's recording, cut short.
+        self._left_marked = self.open_recordings.files()
+        self._first_marked_start = self.open_recordings.ensure()
         try:
             self._journal = Journal(self.journal_dir,
                                     rotate_bytes=self.settings.rotate_mb << 20,

@@ -69,6 +69,8 @@ def test_recorded_call_with_announcement_audio_and_cdr(
     # The announcement came first: recording starts at the answer, after it.
     assert server.log.index("playing recording-notice") < server.log.index("recording to")
     wav = storage / "recordings" / f"{cdr['recording']}.wav"
+    # Its marker (for a restart after a crash) went once the handle was journaled.
+    assert not list((storage / "journal").rglob("*.wav.json"))
     audio, rate = soundfile.read(wav, dtype="int16")
     assert rate == 8000 and audio.shape[1] == 2
     assert abs(len(audio) / rate - float(cdr["duration"])) < 0.1

@@ -112,3 +112,5 @@ voicemail_email = "owner@acme.test"
     assert rate == 8000 and audio.ndim == 1 and len(audio) / rate > 1.0
     # Voicemail is not kept: no WAV left in recordings/ or in the spool.
     assert not list(storage.rglob("*.wav")), list(storage.rglob("*"))
+    # ... and its marker went once it was spooled (records/open_recordings.py).
+    assert not list(storage.rglob("*.wav.json")), list(storage.rglob("*"))

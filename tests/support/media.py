@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mediacore.calls.media import RecordingResult, Side
+from mediacore.records.open_recordings import RecordingStarted
 
 
 @dataclass
@@ -19,6 +20,7 @@ class FakeMedia:
     codecs: dict[Side, str] = field(default_factory=dict)
     played: list[str] = field(default_factory=list)
     recording: Path | None = None
+    started: RecordingStarted | None = None
     closed: bool = False
 
     def port(self, side: Side) -> int:
@@ -37,8 +39,10 @@ class FakeMedia:
     def stop_playing(self) -> None:
         pass
 
-    def start_recording(self, path: Path, *, channels: int) -> None:
+    def start_recording(self, path: Path, *, channels: int,
+                        started: RecordingStarted | None = None) -> None:
         self.recording = path
+        self.started = started
 
     def stop_recording(self) -> RecordingResult | None:
         if self.recording is None:

@@ -16,6 +16,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from mediacore.calls.privacy import (
+    MAX_PRESENTED,
     CallerIdentity,
     diversion_header,
     history_info_header,
@@ -134,7 +135,46 @@ def test_identify_caller(from_: str, extra: tuple[tuple[str, str], ...], number:
         assert identity.display_name is None
         assert identity.record_value == "anonymous"
     else:
-        assert identity.record_value == (number or "")
+        # a number when there is one, else the identity presented (see below)
+        assert (identity.presented is None) == (number is not None)
+        assert identity.record_value == (number or identity.presented)
+
+
+@pytest.mark.parametrize(("from_", "extra", "recorded"), [
+    ("<sip:carrier@192.0.2.1:5060;transport=udp>;tag=1", (), "sip:carrier@192.0.2.1"),
+    ('"Carrier" <sip:carrier@Trunk.Example.NET>;tag=1', (), "sip:carrier@trunk.example.net"),
+    ("<sips:operator@[2001:db8::1]:5061>;tag=1", (), "sips:operator@[2001:db8::1]"),
+    ("<sip:alice:secret@example.com>;tag=1", (), "sip:alice@example.com"),  # no password
+    ("<sip:trunk.example.net>;tag=1", (), "sip:trunk.example.net"),
+    ("<sip:caf%C3%A9@example.com>;tag=1", (), "sip:caf%C3%A9@example.com"),  # as written
+    ("<sip:0900abc@example.com;user=phone>;tag=1", (), "sip:0900abc@example.com"),
+    ("<urn:service:sos>;tag=1", (), "urn:service:sos"),
+    # the network's word first, as for the number
+    ("<sip:alice@example.com>;tag=1", ((PAI, "<sip:gateway7@carrier.example>"),),
+     "sip:gateway7@carrier.example"),
+    (f"<sip:{'x' * 300}@example.com>;tag=1", (), f"sip:{'x' * 124}"),
+])
+def test_a_caller_without_a_number_is_recorded_as_presented(
+        from_: str, extra: tuple[tuple[str, str], ...], recorded: str) -> None:
+    identity = identify_caller(invite(from_, *extra))
+    assert identity.number is None and not identity.withheld
+    assert identity.presented == recorded == identity.record_value
+    assert len(identity.record_value) <= MAX_PRESENTED
+    # what the target is shown does not change: a number or nothing
+    assert str(outbound_identity(identity, HOST).from_) == (
+        '"Unavailable" <sip:unavailable@unknown.invalid>')
+
+
+def test_a_withheld_caller_without_a_number_is_still_anonymous() -> None:
+    identity = identify_caller(invite("<sip:carrier@192.0.2.1>;tag=1", (PRIV, "id")))
+    assert identity.withheld and identity.presented is None
+    assert identity.record_value == "anonymous"
+    with pytest.raises(ValueError):
+        CallerIdentity(None, True, None, "sip:carrier@192.0.2.1")
+    with pytest.raises(ValueError):
+        CallerIdentity("+31201234567", False, None, "sip:carrier@192.0.2.1")
+    shown = CallerIdentity(None, False, None, "sip:carrier@192.0.2.1")
+    assert pickle.loads(pickle.dumps(shown)) == shown
 
 
 def test_display_name_comes_with_the_number() -> None:
