@@ -38,6 +38,15 @@ UNTRUSTED_MODES = ("403", "drop")
 MAX_USER_AGENT = 200
 
 
+def host_in_networks(host: str, networks: tuple[Network, ...]) -> bool:
+    """Whether the IP literal ``host`` lies in one of ``networks`` (a name: no)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 class ConfigError(Exception):
     """Everything wrong with one config file, one ``file: key: problem`` per line."""
 
@@ -112,11 +121,7 @@ class SipConfig:
     priority_socket: bool = True
 
     def is_trusted(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted_sources)
+        return host_in_networks(host, self.trusted_sources)
 
 
 @dataclass(frozen=True)

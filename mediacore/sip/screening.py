@@ -41,13 +41,12 @@ calls it before the parser; the summary is due at :meth:`next_deadline`.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
-from mediacore.config import Network, SipConfig
+from mediacore.config import Network, SipConfig, host_in_networks
 from mediacore.ratelimit import SourceTally, TallySummary, TokenBuckets
 from mediacore.sip import message as sip
 from mediacore.sip.dialog import new_tag
@@ -108,18 +107,11 @@ class TrustedSources:
     def __call__(self, host: str) -> bool:
         known = self._cache.get(host)
         if known is None:
-            known = self._lookup(host)
+            known = host_in_networks(host, self.networks)
             if len(self._cache) >= self.size:
                 self._cache.clear()
             self._cache[host] = known
         return known
-
-    def _lookup(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
 
 
 class Glance(NamedTuple):
