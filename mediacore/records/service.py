@@ -185,6 +185,8 @@ class RecordsService:
         self._sink: RedisSink | None = None
         self._sweeper: Sweeper | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        # Set at close: the sweep loop ends on it even if a cancellation is lost.
+        self._stop_sweeping = asyncio.Event()
         self._pruner: Pruner | None = None
         self._claim: NodeClaim | None = None
         self._state = "new"
@@ -264,6 +266,7 @@ class RecordsService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._recovery
         if self._sweep_task is not None:
+            self._stop_sweeping.set()
             self._sweep_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweep_task
@@ -591,8 +594,15 @@ class RecordsService:
         return await self._writer.submit(type, data, self._clock())
 
     async def _sweep_loop(self) -> None:
+        """Sweep and prune every ``sweep_interval`` until close.
+
+        The loop ends on ``_stop_sweeping`` as well as on cancellation: the
+        Redis client can swallow a cancellation that arrives during a
+        command (seen with redis-py 8.1: the command returns normally), and
+        the loop would then sleep a whole interval with close() waiting.
+        """
         interval = self.settings.sweep_interval
-        while True:
+        while not self._stop_sweeping.is_set():
             try:
                 assert self._sweeper is not None
                 await self._sweeper.sweep()
@@ -608,7 +618,8 @@ class RecordsService:
             except Exception:
                 # Nothing is lost by not pruning: the files just stay a while longer.
                 log.exception("journal pruning failed; trying again in %.0f s", interval)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_sweeping.wait(), interval)
 
     def _open_storage(self) -> None:
         self.recordings_dir.mkdir(parents=True, exist_ok=True)

@@ -319,3 +319,25 @@ def test_an_outage_never_keeps_a_recording_past_its_end(
     uvloop.run(scenario())
     assert not client.exists("mediacore:recording:old")
     assert [e["id"] for e in events(client)] == ["old"]
+
+
+def test_closing_during_the_start_up_sweep_does_not_wait_for_the_next_one(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """close() right after start() meets the first sweep in a Redis command. The Redis
+    client can swallow that cancellation (the command returns normally); the loop must
+    still end then, not sleep its hour-long interval with close() waiting on it."""
+    storage = tmp_path / "var"
+    config = make_config(storage, redis_url, sweep_interval=3600)
+
+    async def start_and_close(n: int) -> None:
+        service = RecordsService(config)
+        await service.start()
+        for _ in range(n):  # let the start-up sweep get into Redis, more or less far
+            await asyncio.sleep(0)
+        closing = asyncio.ensure_future(service.close())
+        done, _ = await asyncio.wait({closing}, timeout=30)  # a hang, not a speed bound
+        assert done, f"close() after {n} steps is still waiting for the sweep loop"
+
+    for n in range(12):
+        uvloop.run(start_and_close(n))
