@@ -10,13 +10,12 @@ any socket opens) and SIGHUP reloads all run them, and the host checks of
 
 from __future__ import annotations
 
-import socket
 from dataclasses import asdict
 
 from mediacore.calls.call import DEFAULT_RECORDING_NOTICE, VOICEMAIL_PROMPTS
 from mediacore.calls.routing import NumberingPlan, NumberPlan
 from mediacore.config import Config, target_destination, target_loop
-from mediacore.host_checks import host_problems
+from mediacore.host_checks import host_problems, is_local_address
 from mediacore.rtp.player import PromptLibrary
 
 
@@ -65,19 +64,9 @@ def _wildcard_loops(config: Config) -> list[str]:
                 continue
             if target_loop(destination, config.sip) is not None:
                 continue
-            loop = target_loop(destination, config.sip, is_local=_is_local_address)
+            loop = target_loop(destination, config.sip, is_local=is_local_address)
             if loop is not None:
                 found.append(f"number[{index}].targets[{position}]: {target} {loop}: every "
                              "call to the number would call itself")
     return found
 
-
-def _is_local_address(host: str) -> bool:
-    """Whether ``host`` is an address of this host: it can be bound (port 0, closed at once)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((host, 0))
-    except OSError:
-        return False
-    return True

@@ -143,6 +143,11 @@ def _address_problems(config: Config) -> list[str]:
     return found
 
 
+def is_local_address(host: str) -> bool:
+    """Whether ``host`` is an address of this host (a UDP socket can bind it)."""
+    return _not_local(host, socket.SOCK_DGRAM) is None
+
+
 def _not_local(host: str, kind: int) -> str | None:
     """Why ``host`` cannot be bound here (None: it can), found by binding port 0."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
