@@ -8,6 +8,7 @@ that shutdown is exercised too.
 from __future__ import annotations
 
 import os
+import random
 import resource
 import signal
 import socket
@@ -17,22 +18,30 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support.ports import free_port
-
 READY = "ready:"
+
+
+#: Where SIP ports for tests come from: below the kernel's ephemeral range
+#: (32768-60999), where the tests' RTP ranges (20000-29999 and random bases
+#: in 40000-59999) never are. A kernel-chosen port could land inside a test's
+#: RTP range, and the host checks rightly refuse that config.
+SIP_PORTS = (30000, 32767)
 
 
 def free_sip_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP, since SIP listens on both."""
-    for _ in range(50):
-        port = free_port(socket.SOCK_DGRAM, host)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(*SIP_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             try:
-                probe.bind((host, port))
+                udp.bind((host, port))
+                tcp.bind((host, port))
             except OSError:
                 continue
         return port
-    raise RuntimeError("no port free for both UDP and TCP")
+    raise RuntimeError(f"no port in {SIP_PORTS} free for both UDP and TCP")
 
 
 class MediacoreServer:
